@@ -1,0 +1,21 @@
+# The two commands of the README. Each sets up (or reuses) .venv, then runs.
+#   make demo   the main job: the closed-loop demo on the shipped default model
+#   make test   the test suite (what CI runs)
+VENV ?= $(CURDIR)/.venv
+export VLA_ROS_VENV := $(VENV)
+
+.PHONY: setup demo test lint clean
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	@$(VENV)/bin/vla-ros demo $(ARGS)
+
+test: setup
+	@$(VENV)/bin/python -m pytest $(ARGS)
+
+lint: setup
+	@$(VENV)/bin/python -m ruff check .
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache .ruff_cache out

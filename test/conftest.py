@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny but real model packages built in a temporary directory."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+
+def manifest_dict() -> dict:
+    """A valid manifest (before hashing) for a one-graph package."""
+    return {
+        'schema_version': 1,
+        'name': 'tiny',
+        'family': 'evo1',
+        'head': {'type': 'flow_dit', 'config': {}},
+        'cameras': [{
+            'name': 'scene', 'height': 16, 'width': 16, 'channel_order': 'rgb',
+            'resize': 'bilinear',
+            'norms': [{'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]}],
+        }],
+        'state': {
+            'names': ['joint1', 'joint2'], 'model_dim': 2,
+            'normalization': {'kind': 'bounds', 'stats': {'min': [-1.0, -2.0],
+                                                          'max': [1.0, 2.0]}},
+        },
+        'action': {
+            'names': ['joint1', 'joint2'], 'model_dim': 2,
+            'normalization': {'kind': 'mean_std', 'stats': {'mean': [0.0, 0.0],
+                                                            'std': [1.0, 1.0]}},
+            'chunk_len': 4, 'dt_s': 0.1, 'mode': 'absolute',
+        },
+        'prompt': {'tokenizer_file': 'tokenizer.json', 'template': '{instruction}',
+                   'max_length': 8, 'pad_id': 0},
+        'exits': {'num_layers': 2, 'layers': [0, 1], 'threshold_sets': []},
+        'flow': {'noise_at': 0, 'noise': 'uniform', 'num_steps': 4},
+        'graphs': [{
+            'name': 'head_step', 'role': 'head_step',
+            'inputs': [{'name': 'noisy_actions', 'dtype': 'float32', 'shape': [1, 4, 2]}],
+            'outputs': [{'name': 'velocity', 'dtype': 'float32', 'shape': [1, 4, 2]}],
+            'variants': {'fp32': {'file': 'graphs/head_step.onnx'}},
+        }],
+        'embodiment': {'robot': 'test'},
+    }
+
+
+def write_tiny_files(root: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    (root / 'graphs').mkdir(parents=True, exist_ok=True)
+    x = helper.make_tensor_value_info('noisy_actions', TensorProto.FLOAT, [1, 4, 2])
+    y = helper.make_tensor_value_info('velocity', TensorProto.FLOAT, [1, 4, 2])
+    graph = helper.make_graph([helper.make_node('Neg', ['noisy_actions'], ['velocity'])],
+                              'head_step', [x], [y])
+    onnx.save(helper.make_model(graph), root / 'graphs' / 'head_step.onnx')
+    tok = Tokenizer(models.WordLevel({'[PAD]': 0, '[UNK]': 1, 'pick': 2, 'up': 3},
+                                     unk_token='[UNK]'))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(root / 'tokenizer.json'))
+
+
+@pytest.fixture
+def tiny_package(tmp_path: Path) -> Path:
+    from vla_ros.runtime.manifest import parse_manifest
+    from vla_ros.runtime.package import write_manifest
+
+    root = tmp_path / 'tiny'
+    write_tiny_files(root)
+    write_manifest(root, parse_manifest(manifest_dict()))
+    return root
+
+
+def edit_manifest(root: Path, fn) -> None:
+    """Applies fn to the manifest dict on disk (hashes untouched)."""
+    path = root / 'manifest.json'
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def manifest() -> dict:
+    return copy.deepcopy(manifest_dict())

@@ -1,0 +1,203 @@
+"""The model-package format: a valid package loads; every kind of broken package is rejected
+with a specific, actionable error."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+from conftest import edit_manifest
+
+from vla_ros.runtime.errors import PackageError
+from vla_ros.runtime.manifest import SCHEMA_VERSION, parse_manifest
+from vla_ros.runtime.package import load_package, write_manifest
+
+
+def _rejects(root: Path, kind: str, match: str) -> PackageError:
+    with pytest.raises(PackageError, match=match) as info:
+        load_package(root)
+    assert info.value.kind == kind, f'{info.value.kind}: {info.value}'
+    return info.value
+
+
+def test_valid_package_loads_with_hashes(tiny_package):
+    pkg = load_package(tiny_package)
+    m = pkg.manifest
+    assert m.name == 'tiny' and m.schema_version == SCHEMA_VERSION
+    assert set(m.files) == {'graphs/head_step.onnx', 'tokenizer.json'}
+    assert pkg.graph_path('head_step') == tiny_package / 'graphs' / 'head_step.onnx'
+    assert m.action.chunk_len == 4 and m.state.dim == 2
+
+
+def test_manifest_round_trips_through_json(tiny_package):
+    m = load_package(tiny_package).manifest
+    assert parse_manifest(json.loads(json.dumps(m.to_dict()))) == m
+
+
+def test_missing_file_is_rejected(tiny_package):
+    (tiny_package / 'tokenizer.json').unlink()
+    _rejects(tiny_package, 'missing_file', "'tokenizer.json' is listed")
+
+
+def test_missing_manifest_says_how_to_make_one(tmp_path):
+    _rejects(tmp_path, 'missing_file', 'vla-ros export')
+
+
+def test_extra_file_is_rejected(tiny_package):
+    (tiny_package / 'notes.txt').write_text('hello')
+    _rejects(tiny_package, 'extra_file', 'notes.txt')
+
+
+def test_changed_content_fails_hash_check(tiny_package):
+    path = tiny_package / 'tokenizer.json'
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0x01  # same size, different content
+    path.write_bytes(bytes(data))
+    _rejects(tiny_package, 'hash_mismatch', 'sha256')
+
+
+def test_truncated_file_fails_size_check_even_without_hashing(tiny_package):
+    path = tiny_package / 'graphs' / 'head_step.onnx'
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(PackageError, match='bytes') as info:
+        load_package(tiny_package, verify_hashes=False)
+    assert info.value.kind == 'hash_mismatch'
+
+
+def test_unknown_schema_version_is_rejected(tiny_package):
+    edit_manifest(tiny_package, lambda d: d.update(schema_version=SCHEMA_VERSION + 1))
+    _rejects(tiny_package, 'schema_version', 'Re-export')
+
+
+@pytest.mark.parametrize('bad_path', ['../outside.onnx', '/etc/passwd', 'graphs/../../x.onnx',
+                                      './graphs/head_step.onnx'])
+def test_path_escaping_the_package_is_rejected(tiny_package, bad_path):
+    def point_elsewhere(d):
+        d['graphs'][0]['variants']['fp32']['file'] = bad_path
+
+    edit_manifest(tiny_package, point_elsewhere)
+    _rejects(tiny_package, 'path_escape', 'relative path')
+
+
+def test_symlink_out_of_the_package_is_rejected(tiny_package, tmp_path):
+    outside = tmp_path / 'outside.onnx'
+    target = tiny_package / 'graphs' / 'head_step.onnx'
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    os.symlink(outside, target)
+    _rejects(tiny_package, 'path_escape', 'outside the package')
+
+
+def test_pickle_files_are_rejected_by_suffix(tiny_package):
+    (tiny_package / 'weights.pt').write_bytes(pickle.dumps({'w': 1}))
+    error = _rejects(tiny_package, 'unsafe_file', 'pickled code')
+    assert 'weights.pt' in str(error)
+
+
+def test_pickle_disguised_as_json_is_rejected(tiny_package):
+    manifest = load_package(tiny_package).manifest
+    (tiny_package / 'tokenizer.json').write_bytes(pickle.dumps({'w': 1}, protocol=4))
+    with pytest.raises(PackageError, match='holds pickled data') as info:
+        write_manifest(tiny_package, manifest)
+    assert info.value.kind == 'unsafe_file'
+
+
+def test_unknown_file_types_are_rejected(tiny_package):
+    (tiny_package / 'run.sh').write_text('rm -rf /')
+    _rejects(tiny_package, 'unsafe_file', 'not allowed')
+
+
+@pytest.mark.parametrize('value', ['NaN', 'Infinity', '-Infinity'])
+def test_non_finite_normalization_stats_are_rejected(tiny_package, value):
+    text = (tiny_package / 'manifest.json').read_text()
+    text = text.replace('"max": [\n     1.0,', f'"max": [\n     {value},', 1)
+    assert value in text
+    (tiny_package / 'manifest.json').write_text(text)
+    _rejects(tiny_package, 'non_finite', r'state\.normalization\.stats\.max\[0\]')
+
+
+def test_stats_length_must_match_names(manifest):
+    manifest['action']['normalization']['stats']['mean'] = [0.0]
+    with pytest.raises(PackageError, match='has 1 values, expected 2') as info:
+        parse_manifest(manifest)
+    assert info.value.kind == 'inconsistent'
+
+
+def test_graph_shape_must_match_action_space(manifest):
+    manifest['graphs'][0]['outputs'][0]['shape'] = [1, 4, 3]
+    with pytest.raises(PackageError, match='action.model_dim is 2') as info:
+        parse_manifest(manifest)
+    assert info.value.kind == 'inconsistent'
+
+
+def test_graph_shape_must_match_chunk_length(manifest):
+    manifest['graphs'][0]['inputs'][0]['shape'] = [1, 5, 2]
+    with pytest.raises(PackageError, match='chunk_len is 4'):
+        parse_manifest(manifest)
+
+
+def test_image_input_must_match_camera_slot(manifest):
+    manifest['graphs'][0]['inputs'].append(
+        {'name': 'image.scene', 'dtype': 'float32', 'shape': [1, 3, 16, 20]})
+    with pytest.raises(PackageError, match="camera 'scene' width is 16"):
+        parse_manifest(manifest)
+
+
+def test_segments_must_tile_the_backbone_at_exits(manifest):
+    seg = {'role': 'segment', 'inputs': [], 'variants': {'fp32': {'file': 'g.onnx'}},
+           'outputs': [{'name': 'hidden', 'dtype': 'float32', 'shape': [1, 8, 4]}]}
+    manifest['exits'] = {'num_layers': 4, 'layers': [1, 3]}
+    manifest['graphs'] += [dict(seg, name='s0', layers=[0, 1]), dict(seg, name='s1',
+                                                                      layers=[1, 4])]
+    with pytest.raises(PackageError, match=r'exit layers \[1\] do not end a segment'):
+        parse_manifest(manifest)
+    manifest['graphs'][1]['layers'] = [0, 2]
+    manifest['graphs'][2]['layers'] = [3, 4]
+    with pytest.raises(PackageError, match='without gaps'):
+        parse_manifest(manifest)
+
+
+def test_exit_layers_must_end_at_the_last_layer(manifest):
+    manifest['exits']['layers'] = [0]
+    with pytest.raises(PackageError, match='end at the last layer 1'):
+        parse_manifest(manifest)
+
+
+def test_threshold_set_needs_one_value_per_non_final_exit(manifest):
+    manifest['exits']['threshold_sets'] = [{'name': 'half', 'metric': 'cosine',
+                                            'values': [0.1, 0.2],
+                                            'expected_compute_fraction': 0.5}]
+    with pytest.raises(PackageError, match='has 2 values, expected 1'):
+        parse_manifest(manifest)
+
+
+def test_unknown_fields_are_rejected_not_ignored(manifest):
+    manifest['action']['chunk_length'] = 4
+    with pytest.raises(PackageError, match=r"unknown field\(s\) \['chunk_length'\]"):
+        parse_manifest(manifest)
+
+
+def test_flow_settings_required_for_flow_heads(manifest):
+    del manifest['flow']
+    with pytest.raises(PackageError, match='needs flow settings'):
+        parse_manifest(manifest)
+
+
+def test_bad_enum_value_names_allowed_values(manifest):
+    manifest['cameras'][0]['resize'] = 'magic'
+    with pytest.raises(PackageError, match=r"cameras\[0\]\.resize: 'magic' is not one of"):
+        parse_manifest(manifest)
+
+
+def test_not_json_is_rejected(tiny_package):
+    (tiny_package / 'manifest.json').write_text('{"schema_version": 1,')
+    _rejects(tiny_package, 'invalid', 'not valid JSON')
+
+
+def test_writer_refuses_a_manifest_the_loader_would_reject(tiny_package, manifest):
+    manifest['graphs'][0]['variants']['fp32']['file'] = 'graphs/absent.onnx'
+    with pytest.raises(PackageError, match='not listed'):
+        write_manifest(tiny_package, parse_manifest(manifest))

@@ -1,0 +1,81 @@
+"""`vla-ros`: the command-line entry point. Each subcommand imports its own dependencies
+lazily, so `vla-ros inspect` works on a robot computer without torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from vla_ros import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help_text: str):
+    """Registers `fn(args) -> exit code` with `setup(parser)` as a subcommand."""
+
+    def wrap(setup: Callable[[argparse.ArgumentParser], None]):
+        def bind(handler: Handler) -> Handler:
+            _COMMANDS[name] = (help_text, setup, handler)
+            return handler
+
+        return bind
+
+    return wrap
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('package', help='model package directory')
+    p.add_argument('--no-verify', action='store_true',
+                   help='skip hashing the files (sizes are still checked)')
+    p.add_argument('--json', action='store_true', help='print the manifest as JSON')
+
+
+@command('inspect', 'validate a model package and summarize it')(_inspect_args)
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.summary import describe
+
+    pkg = load_package(args.package, verify_hashes=not args.no_verify)
+    print(json.dumps(pkg.manifest.to_dict(), indent=1) if args.json else describe(pkg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_commands()
+    parser = argparse.ArgumentParser(
+        prog='vla-ros', description='Serve Vision-Language-Action policies on ROS 2.')
+    parser.add_argument('--version', action='version', version=f'vla_ros {__version__}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for name, (help_text, setup, handler) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        setup(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def _load_commands() -> None:
+    """Imports the modules that register the heavier subcommands (cheap: they import their
+    own dependencies only when run)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from vla_ros.runtime.errors import PackageError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PackageError as e:
+        print(f'vla-ros {args.command}: invalid model package ({e.kind}): {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'vla-ros {args.command}: interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Model packages on disk: loading with full validation, and writing the manifest.
+
+A package is a directory holding `manifest.json` and the files it lists (ONNX graphs and
+their external data, the tokenizer, optional JSON/safetensors side files). Loading checks,
+besides the manifest itself: every listed file exists, no unlisted file is present, hashes
+match, no path escapes the directory (symlinks included), and nothing can execute code when
+loaded (no pickle, no torch `.pt`). Imports numpy-free standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from vla_ros.runtime.errors import PackageError
+from vla_ros.runtime.manifest import FileEntry, Manifest, parse_manifest
+
+MANIFEST = 'manifest.json'
+ALLOWED_SUFFIXES = ('.onnx', '.data', '.json', '.safetensors', '.txt', '.md', '.model')
+PICKLE_SUFFIXES = ('.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.bin', '.joblib', '.npy', '.npz')
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_relative_path(rel: str, where: str) -> None:
+    """Rejects a manifest path that could point outside the package."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or '\\' in rel or rel.startswith('~') or '..' in p.parts \
+            or p.parts[:1] == ('.',) or str(p) != rel:
+        raise PackageError('path_escape', f'{where}: path {rel!r} must be a plain relative path '
+                           'inside the package (no "..", no leading "/" or "./")')
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    # Pickle protocol 2+ starts with PROTO (0x80) and the protocol number.
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    # torch.save writes a zip archive holding data.pkl.
+    if head == b'PK\x03\x04':
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any(n.endswith('.pkl') for n in z.namelist())
+        except zipfile.BadZipFile:
+            return False
+    return False
+
+
+def check_file_safe(root: Path, rel: str) -> Path:
+    """Returns the absolute path of a package file after the path and content checks."""
+    check_relative_path(rel, 'files')
+    path = root / rel
+    real_root = root.resolve()
+    real = path.resolve()
+    if real_root not in real.parents:
+        raise PackageError('path_escape', f'{rel!r} resolves to {real}, outside the package '
+                           f'{real_root} (a symlink?); copy the file into the package instead')
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise PackageError('unsafe_file', f'{rel!r}: {suffix} files may hold pickled code and '
+                           'are never loaded; convert the weights with `vla-ros export`')
+    if suffix not in ALLOWED_SUFFIXES:
+        raise PackageError('unsafe_file', f'{rel!r}: file type {suffix or "(none)"} is not '
+                           f'allowed in a package (allowed: {", ".join(ALLOWED_SUFFIXES)})')
+    if path.is_file() and _looks_like_pickle(path):
+        raise PackageError('unsafe_file', f'{rel!r} holds pickled data although named '
+                           f'{suffix}; packages never contain pickles')
+    return path
+
+
+def _scan(root: Path) -> list[str]:
+    """All entries below root except the manifest, as posix relative paths."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
+            rel = (base / name).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                found.append(rel)
+    return sorted(found)
+
+
+def _check_references(manifest: Manifest) -> None:
+    for rel in sorted(manifest.referenced_files()):
+        check_relative_path(rel, 'referenced file')
+        if rel not in manifest.files:
+            raise PackageError('inconsistent', f'{rel!r} is used by the manifest but not listed '
+                               'in its files (with a hash)')
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A validated package: its directory and manifest. Immutable; hot-swap makes a new one."""
+
+    root: Path
+    manifest: Manifest
+
+    def path(self, rel: str) -> Path:
+        if rel not in self.manifest.files:
+            raise PackageError('missing_file', f'{rel!r} is not a file of package {self.root}')
+        return self.root / rel
+
+    def graph_path(self, name: str, precision: str = 'fp32') -> Path:
+        graph = self.manifest.graph(name)
+        if precision not in graph.variants:
+            raise PackageError('missing_file', f'graph {name!r} has no {precision} variant '
+                               f'(has {sorted(graph.variants)}); re-export with --precision '
+                               f'{precision}')
+        return self.path(graph.variants[precision].file)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.bytes for e in self.manifest.files.values())
+
+
+def read_manifest(root: str | os.PathLike[str]) -> Manifest:
+    """Parses and validates manifest.json alone (fast; no file hashing)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PackageError('missing_file', f'model package {root} is not a directory')
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise PackageError('missing_file', f'{root} has no {MANIFEST}; is it a model package? '
+                           'Create one with `vla-ros export`')
+    try:
+        data = json.loads(mpath.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackageError('invalid', f'{mpath} is not valid JSON: {e}') from e
+    return parse_manifest(data)
+
+
+def load_package(root: str | os.PathLike[str], *, verify_hashes: bool = True) -> ModelPackage:
+    """Loads and fully validates a package. Raises PackageError naming the first fault found.
+
+    verify_hashes=False skips hashing the contents (sizes are still checked); use it only
+    for a quick pre-check that a full load will follow.
+    """
+    root = Path(root)
+    manifest = read_manifest(root)
+    listed = manifest.files
+    _check_references(manifest)
+    present = _scan(root)
+    for rel in present:
+        check_file_safe(root, rel)  # an unlisted pickle is reported as unsafe, not as extra
+    extra = sorted(set(present) - set(listed))
+    if extra:
+        raise PackageError('extra_file', f'{root} holds files the manifest does not list: '
+                           f'{extra[:5]}{" ..." if len(extra) > 5 else ""}; remove them, or '
+                           're-export so they are hashed')
+    for rel, entry in sorted(listed.items()):
+        path = check_file_safe(root, rel)
+        if not path.is_file():
+            raise PackageError('missing_file', f'{rel!r} is listed in the manifest but missing '
+                               f'from {root}; the package is incomplete (copy it again)')
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise PackageError('hash_mismatch', f'{rel!r} has {size} bytes, the manifest says '
+                               f'{entry.bytes}; the file is corrupt or was changed')
+        if verify_hashes and sha256_file(path) != entry.sha256:
+            raise PackageError('hash_mismatch', f'{rel!r} does not match its sha256 in the '
+                               'manifest; the file is corrupt or was changed after export')
+    return ModelPackage(root=root, manifest=manifest)
+
+
+def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> ModelPackage:
+    """Hashes every file under root into the manifest, validates it, and writes manifest.json
+    atomically. The files must already be in place. Returns the loaded package."""
+    root = Path(root)
+    files = {}
+    for rel in _scan(root):
+        path = check_file_safe(root, rel)
+        files[rel] = FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+    manifest = replace(manifest, files=files)
+    _check_references(manifest)
+    # Round-trip through the parser so the writer can never produce what the loader rejects.
+    data = manifest.to_dict()
+    parse_manifest(json.loads(json.dumps(data)))
+    _atomic_write_json(root / MANIFEST, data)
+    return load_package(root, verify_hashes=False)
+
+
+def update_manifest(package: ModelPackage, manifest: Manifest) -> ModelPackage:
+    """Rewrites the manifest of an existing package (e.g. new threshold sets). The file list
+    and hashes are kept; the package's files are not touched."""
+    manifest = replace(manifest, files=package.manifest.files)
+    data = manifest.to_dict()
+    parse_manifest(json.loads(json.dumps(data)))
+    _atomic_write_json(package.root / MANIFEST, data)
+    return ModelPackage(root=package.root, manifest=read_manifest(package.root))
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.manifest-', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write('\n')
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
