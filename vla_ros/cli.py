@@ -45,6 +45,40 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('target', help="'queue' for the chunk-execution bench, or a model package")
+    p.add_argument('--json', action='store_true', help='print machine-readable JSON')
+    p.add_argument('--out', help='also write the JSON to this file')
+    q = p.add_argument_group('queue bench')
+    q.add_argument('--latency-ms', type=float, default=150.0, help='injected latency')
+    q.add_argument('--jitter-ms', type=float, default=30.0, help='std of the latency jitter')
+    q.add_argument('--duration-s', type=float, default=20.0, help='simulated time per run')
+    q.add_argument('--seeds', type=int, default=3, help='runs per case')
+    q.add_argument('--interpolation', choices=('linear', 'cubic'), default='linear')
+
+
+@command('bench', 'measure latency, compute and chunk execution')(_bench_args)
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    if args.target != 'queue':
+        from vla_ros.runtime.errors import PackageError
+
+        raise PackageError('missing_file', f'no benchmark for {args.target!r}')
+    from vla_ros.runtime.queue_bench import QueueBenchConfig, format_table, run_bench, summarize
+
+    cfg = QueueBenchConfig(latency_s=args.latency_ms / 1000, jitter_s=args.jitter_ms / 1000,
+                           duration_s=args.duration_s, seeds=tuple(range(args.seeds)),
+                           interpolation=args.interpolation)
+    summary = summarize(cfg, run_bench(cfg))
+    text = json.dumps(summary, indent=1)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            f.write(text + '\n')
+    print(text if args.json else format_table(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
     parser = argparse.ArgumentParser(

@@ -1,0 +1,67 @@
+"""Inference-delay estimation and the decision of when to request the next chunk."""
+
+import pytest
+
+from vla_ros.runtime.scheduling import LatencyEstimator, RequestPolicy
+
+
+def test_estimator_ignores_cold_start_samples():
+    est = LatencyEstimator(warmup=2, initial_s=0.1)
+    est.add(5.0)  # first call: engine build, allocator warm-up
+    est.add(3.0)
+    assert est.estimate_s() == pytest.approx(0.1)  # still the initial guess
+    est.add(0.12)
+    assert est.estimate_s() == pytest.approx(0.12)
+
+
+def test_estimator_percentile_is_not_held_up_by_one_outlier_like_a_running_max():
+    est = LatencyEstimator(window=20, percentile=90, warmup=0)
+    for _ in range(19):
+        est.add(0.1)
+    est.add(2.0)
+    assert est.estimate_s() == pytest.approx(0.1)
+
+
+def test_estimator_window_forgets_old_latencies():
+    est = LatencyEstimator(window=5, warmup=0)
+    for _ in range(5):
+        est.add(1.0)
+    for _ in range(5):
+        est.add(0.2)
+    assert est.estimate_s() == pytest.approx(0.2)
+
+
+def test_delay_steps_round_up():
+    est = LatencyEstimator(warmup=0)
+    est.add(0.151)
+    assert est.delay_steps(0.05) == 4
+    est2 = LatencyEstimator(warmup=0)
+    est2.add(0.15)
+    assert est2.delay_steps(0.05) == 3
+
+
+def test_estimator_rejects_negative_latency():
+    with pytest.raises(ValueError, match='>= 0'):
+        LatencyEstimator().add(-0.1)
+
+
+def test_first_request_is_immediate():
+    assert RequestPolicy().should_request(0.0, 0.0, 0.1, 1.0, last_request_s=None)
+
+
+def test_horizon_fraction_requests_once_the_plan_left_after_the_delay_is_short():
+    policy = RequestPolicy('horizon_fraction', 0.5)
+    # 1 s chunks, 0.2 s expected delay: request when remaining - 0.2 <= 0.5.
+    assert not policy.should_request(1.0, 0.8, 0.2, 1.0, last_request_s=0.5)
+    assert policy.should_request(1.0, 0.7, 0.2, 1.0, last_request_s=0.5)
+
+
+def test_period_mode_requests_at_a_fixed_rate():
+    policy = RequestPolicy('period_s', 0.25)
+    assert not policy.should_request(1.2, 0.9, 0.1, 1.0, last_request_s=1.0)
+    assert policy.should_request(1.25, 0.9, 0.1, 1.0, last_request_s=1.0)
+
+
+def test_request_policy_validates_its_value():
+    with pytest.raises(ValueError, match='outside'):
+        RequestPolicy('horizon_fraction', 1.5)

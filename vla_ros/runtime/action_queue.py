@@ -1,0 +1,181 @@
+"""The time-indexed action queue between the inference worker and the control loop.
+
+The worker adds chunks stamped with their observation time; the control loop asks for the
+target at its current time. The queue keeps one merged plan (a Trajectory starting at the
+last merge), answers by interpolation, and never executes an action meant for a time that
+has already passed (latency compensation). Thread-safe under one producer and any number of
+consumers: one lock, and every answer is a copy. Pure numpy, no ROS.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_ros.runtime.chunk import ActionChunk
+from vla_ros.runtime.merge import MergeInput, MergeStrategy, make_strategy
+from vla_ros.runtime.trajectory import INTERPOLATIONS, Trajectory
+
+# A chunk stamped further in the future than this is a clock mismatch, not latency.
+FUTURE_TOLERANCE_S = 0.05
+
+
+@dataclass(frozen=True)
+class Target:
+    position: np.ndarray  # (A,)
+    velocity: np.ndarray  # (A,)
+    starved: bool  # past the end of the plan (holding its last value) or no plan at all
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    latency_s: float  # now - observation stamp
+    dropped_steps: int  # actions of the new chunk already in the past
+    jump_position: float  # max |plan(now) after - before| over joints (0 for the first chunk)
+    jump_velocity: float
+    stale: bool  # the whole chunk was in the past; the plan was not changed
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """The merged future, ready for a JointTrajectory: times relative to `start_s`."""
+
+    start_s: float
+    time_from_start_s: np.ndarray  # (K,)
+    positions: np.ndarray  # (K, A)
+    velocities: np.ndarray  # (K, A)
+
+
+class ActionQueue:
+    """Merges chunks into one plan and answers "target at time t".
+
+    latency_compensation: place each chunk at its observation time and drop what is already
+    past (True), or execute it from its first action on arrival, as naive clients do (False).
+    """
+
+    def __init__(self, action_dim: int, strategy: str | MergeStrategy = 'rtc_blend', *,
+                 interpolation: str = 'linear', latency_compensation: bool = True,
+                 max_live_chunks: int = 16) -> None:
+        if action_dim < 1:
+            raise ValueError(f'action_dim {action_dim} must be >= 1')
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f'interpolation {interpolation!r} is not one of {INTERPOLATIONS}')
+        self.action_dim = action_dim
+        self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+        self.interpolation = interpolation
+        self.latency_compensation = latency_compensation
+        self.max_live_chunks = max_live_chunks
+        self._lock = threading.Lock()
+        # Guarded by _lock:
+        self._plan: Trajectory | None = None
+        self._live: list[Trajectory] = []
+        self._last_query_s = -np.inf
+        self._chunks_merged = 0
+        self._last_chunk: ActionChunk | None = None
+
+    # --- producer -------------------------------------------------------------------------
+
+    def add_chunk(self, chunk: ActionChunk, now: float) -> MergeReport:
+        """Merges a chunk at time `now`. Raises ValueError for a chunk of the wrong width or
+        stamped in the future; a chunk entirely in the past leaves the plan as it was."""
+        if chunk.actions.shape[1] != self.action_dim:
+            raise ValueError(f'chunk has {chunk.actions.shape[1]} action dims, the queue '
+                             f'{self.action_dim}')
+        if chunk.stamp_s > now + FUTURE_TOLERANCE_S:
+            raise ValueError(f'chunk stamped {chunk.stamp_s - now:.3f} s in the future: the '
+                             'observation stamps and the control clock disagree')
+        with self._lock:
+            # Never re-plan before a time the control loop has already executed.
+            now = max(now, self._last_query_s)
+            latency = now - chunk.stamp_s
+            shift = 0.0 if self.latency_compensation else max(latency, 0.0)
+            new = chunk.trajectory(self.interpolation, shift_s=shift)
+            stamp = chunk.stamp_s + shift
+            if new.end < now:
+                return MergeReport(latency, chunk.horizon, 0.0, 0.0, stale=True)
+            dropped = int(np.sum(new.times < now - 1e-9))
+            old = self._plan if self._plan is not None and self._plan.end >= now else None
+            live = tuple(tr for tr in self._live if tr.end >= now)
+            plan = self.strategy.merge(MergeInput(
+                now=now, new=new, new_stamp_s=stamp, dt_s=chunk.dt_s, horizon=chunk.horizon,
+                old=old, live=live))
+            jump_p = jump_v = 0.0
+            if old is not None:
+                p0, v0 = old.sample(now)
+                p1, v1 = plan.sample(now)
+                jump_p = float(np.max(np.abs(p1 - p0)))
+                jump_v = float(np.max(np.abs(v1 - v0)))
+            self._plan = plan
+            if self.strategy.keeps_history:
+                self._live = [*live, new][-self.max_live_chunks:]
+            self._chunks_merged += 1
+            self._last_chunk = chunk
+            return MergeReport(latency, dropped, jump_p, jump_v, stale=False)
+
+    def clear(self) -> None:
+        """Drops the plan (e.g. on deactivate or e-stop); the next chunk starts afresh."""
+        with self._lock:
+            self._plan = None
+            self._live = []
+            self._last_chunk = None
+
+    # --- consumers ------------------------------------------------------------------------
+
+    def target(self, t: float) -> Target | None:
+        """The setpoint at control time t, or None when nothing was ever planned (or after
+        clear()). Control time must not go backwards: that is a clock fault (ValueError)."""
+        with self._lock:
+            if t < self._last_query_s - 1e-9:
+                raise ValueError(f'control time went backwards by {self._last_query_s - t:.6f} s')
+            self._last_query_s = max(self._last_query_s, t)
+            plan = self._plan
+        if plan is None:
+            return None
+        pos, vel = plan.sample(t)
+        return Target(position=pos[0], velocity=vel[0], starved=t > plan.end)
+
+    def remaining_s(self, t: float) -> float:
+        """Planned time left after t (0 when starved or empty)."""
+        with self._lock:
+            plan = self._plan
+        return 0.0 if plan is None else max(plan.end - t, 0.0)
+
+    def plan(self) -> Trajectory | None:
+        with self._lock:
+            return self._plan  # immutable
+
+    def plan_view(self, t: float, horizon_s: float | None = None,
+                  step_s: float | None = None) -> PlanView | None:
+        """The plan from t on: at its own knots, or resampled every step_s; velocities from the
+        interpolant (what a joint_trajectory_controller will follow)."""
+        with self._lock:
+            plan = self._plan
+        if plan is None or plan.end <= t:
+            return None
+        end = plan.end if horizon_s is None else min(plan.end, t + horizon_s)
+        if step_s is None:
+            inner = plan.times[(plan.times > t + 1e-6) & (plan.times <= end + 1e-9)]
+            times = np.concatenate([[t], inner])
+        else:
+            times = np.arange(t, end + 1e-9, step_s)
+        pos, vel = plan.sample(times)
+        return PlanView(start_s=t, time_from_start_s=times - t, positions=pos, velocities=vel)
+
+    def guidance_prefix(self, stamp_s: float, dt_s: float, horizon: int
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For inference-time RTC: the executing plan sampled at a future chunk's times, and a
+        mask of the steps it covers. None when nothing is executing."""
+        with self._lock:
+            plan = self._plan
+        if plan is None:
+            return None
+        times = stamp_s + dt_s * np.arange(horizon)
+        covered = times <= plan.end + 1e-9
+        return plan.sample(times)[0], covered
+
+    @property
+    def chunks_merged(self) -> int:
+        with self._lock:
+            return self._chunks_merged
