@@ -29,7 +29,9 @@ HEAD_TYPES = (
     'nar_tokens',      # EdgeVLA: all action tokens decoded in one non-autoregressive forward
 )
 FLOW_HEADS = ('flow_dit', 'flow_expert')
-GRAPH_ROLES = ('vision', 'embed', 'segment', 'head_context', 'head_step', 'head')
+GRAPH_ROLES = ('vision', 'embed', 'segment', 'head_context', 'head_step', 'head_embed',
+               'head_segment', 'head_out', 'head')
+LAYERED_ROLES = ('segment', 'head_segment')  # graphs that run a range of layers
 PRECISIONS = ('fp32', 'fp16')
 DTYPES = ('float32', 'float16', 'int64', 'int32', 'bool', 'uint8')
 RESIZE_MODES = ('bicubic', 'bilinear', 'area', 'lanczos', 'nearest')
@@ -212,11 +214,32 @@ class ActionSpec(SpaceSpec):
 
 @dataclass(frozen=True)
 class PromptSpec:
+    """How the model's token sequence is assembled; the sequence length is static.
+
+    layout items, in order: {"kind": "text"} the instruction through `template`, tokenized,
+    truncated or padded to `max_length` (padding is masked); {"kind": "image", "camera": c,
+    "id": i, "count": n} n placeholder tokens replaced by camera c's visual tokens;
+    {"kind": "tokens", "ids": [...], "repeat": r} literal ids (BOS, EOS, action queries...).
+    """
+
     tokenizer_file: str
     template: str = '{instruction}'  # must contain {instruction}
     max_length: int = 64
     pad_id: int = 0
     lowercase: bool = False
+    layout: tuple[dict[str, Any], ...] = ({'kind': 'text'},)
+
+    @property
+    def sequence_length(self) -> int:
+        n = 0
+        for item in self.layout:
+            if item['kind'] == 'text':
+                n += self.max_length
+            elif item['kind'] == 'image':
+                n += item['count']
+            else:
+                n += len(item['ids']) * item.get('repeat', 1)
+        return n
 
 
 @dataclass(frozen=True)
@@ -271,7 +294,7 @@ class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     variants: dict[str, GraphFile]  # precision -> files; I/O is the same for all
-    layers: tuple[int, int] | None = None  # [start, end) backbone layers, segments only
+    layers: tuple[int, int] | None = None  # [start, end) layers, LAYERED_ROLES only
 
 
 @dataclass(frozen=True)
@@ -455,12 +478,29 @@ def _parse_graph(r: _Reader) -> GraphSpec:
             raise _fail('invalid', f'{r.where}.layers', f'expected [start, end) with '
                         f'0 <= start < end, got {layers!r}')
         layers = (layers[0], layers[1])
-    if (role == 'segment') != (layers is not None):
-        raise _fail('invalid', f'{r.where}.layers', 'segments, and only segments, name the '
-                    'backbone layers [start, end) they run')
+    if (role in LAYERED_ROLES) != (layers is not None):
+        raise _fail('invalid', f'{r.where}.layers', f'graphs of roles {LAYERED_ROLES}, and only '
+                    'those, name the layers [start, end) they run')
     r.done()
     return GraphSpec(name=name, role=role, inputs=inputs, outputs=outputs,
                      variants=variants, layers=layers)
+
+
+def _parse_layout_item(r: _Reader, cameras: set[str]) -> dict[str, Any]:
+    kind = r.choice('kind', ('text', 'image', 'tokens'))
+    item: dict[str, Any] = {'kind': kind}
+    if kind == 'image':
+        item['camera'] = r.choice('camera', tuple(sorted(cameras)))
+        item['id'] = r.int_in('id', 0)
+        item['count'] = r.int_in('count', 1)
+    elif kind == 'tokens':
+        ids = r.get('ids', list)
+        if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+            raise _fail('invalid', f'{r.where}.ids', f'expected non-negative token ids, got {ids}')
+        item['ids'] = list(ids)
+        item['repeat'] = r.int_in('repeat', 1, default=1)
+    r.done()
+    return item
 
 
 def _parse_exits(r: _Reader) -> ExitSpec:
@@ -524,6 +564,11 @@ def parse_manifest(data: Any) -> Manifest:
         lowercase=pr.get('lowercase', bool, False))
     if '{instruction}' not in prompt.template:
         raise _fail('invalid', 'prompt.template', 'must contain {instruction}')
+    layout = tuple(_parse_layout_item(it, {c.name for c in cameras})
+                   for it in pr.items('layout', [{'kind': 'text'}]))
+    if sum(item['kind'] == 'text' for item in layout) != 1:
+        raise _fail('invalid', 'prompt.layout', 'needs exactly one text item')
+    prompt = replace(prompt, layout=layout)
     pr.done()
     exits = _parse_exits(r.sub('exits'))
     flow = None
@@ -568,6 +613,27 @@ def _check_dim(g: GraphSpec, t: TensorSpec, axis: int, expected: int, what: str)
                     f'{list(t.shape)}: dimension {axis} is {d}, but {what} is {expected}')
 
 
+def _check_tiling(m: Manifest, segments: list[GraphSpec]) -> None:
+    if not segments:
+        return
+    expected_start = 0
+    for g in segments:
+        if g.layers[0] != expected_start:
+            raise _fail('inconsistent', f'graphs[{g.name}].layers',
+                        f'starts at {g.layers[0]}; {g.role} graphs must tile layers '
+                        f'0..{m.exits.num_layers - 1} without gaps or overlap '
+                        f'(expected start {expected_start})')
+        expected_start = g.layers[1]
+    if expected_start != m.exits.num_layers:
+        raise _fail('inconsistent', 'graphs', f'{segments[0].role} graphs end at layer '
+                    f'{expected_start}, the backbone has {m.exits.num_layers} layers')
+    ends = {g.layers[1] - 1 for g in segments}
+    missing = [layer for layer in m.exits.layers if layer not in ends]
+    if missing:
+        raise _fail('inconsistent', 'exits.layers', f'exit layers {missing} do not end a '
+                    f'{segments[0].role} graph; their ends are {sorted(ends)}')
+
+
 def check_consistency(m: Manifest) -> None:
     """Checks that the parts of a manifest agree with each other."""
     if (m.head.type in FLOW_HEADS) != (m.flow is not None):
@@ -576,25 +642,9 @@ def check_consistency(m: Manifest) -> None:
     _unique(tuple(g.name for g in m.graphs), 'graphs')
     if not m.graphs:
         raise _fail('invalid', 'graphs', 'a package needs at least one graph')
-    # Segments must tile the backbone exactly, with a boundary after every exit layer.
-    segments = sorted(m.graphs_with_role('segment'), key=lambda g: g.layers)
-    if segments:
-        expected_start = 0
-        for g in segments:
-            if g.layers[0] != expected_start:
-                raise _fail('inconsistent', f'graphs[{g.name}].layers',
-                            f'starts at {g.layers[0]}; segments must tile layers '
-                            f'0..{m.exits.num_layers - 1} without gaps or overlap '
-                            f'(expected start {expected_start})')
-            expected_start = g.layers[1]
-        if expected_start != m.exits.num_layers:
-            raise _fail('inconsistent', 'graphs', f'segments end at layer {expected_start}, '
-                        f'the backbone has {m.exits.num_layers} layers')
-        ends = {g.layers[1] - 1 for g in segments}
-        missing = [layer for layer in m.exits.layers if layer not in ends]
-        if missing:
-            raise _fail('inconsistent', 'exits.layers', f'exit layers {missing} do not end a '
-                        f'segment; segment ends are {sorted(ends)}')
+    # Segments (and head segments) tile the backbone exactly, with a boundary after each exit.
+    for role in LAYERED_ROLES:
+        _check_tiling(m, sorted(m.graphs_with_role(role), key=lambda g: g.layers))
     cams = {c.name: c for c in m.cameras}
     for g in m.graphs:
         for t in g.inputs + g.outputs:
@@ -608,6 +658,8 @@ def check_consistency(m: Manifest) -> None:
                 _check_dim(g, t, -3, cam.channels, f'camera {cam.name!r} channels')
             elif t.name == 'state':
                 _check_dim(g, t, -1, m.state.model_dim, 'state.model_dim')
+            elif t.name in ('input_ids', 'attention_mask'):
+                _check_dim(g, t, -1, m.prompt.sequence_length, 'the prompt layout length')
             elif t.name in ('actions', 'noisy_actions', 'velocity'):
                 _check_dim(g, t, -1, m.action.model_dim, 'action.model_dim')
                 _check_dim(g, t, -2, m.action.chunk_len, 'action.chunk_len')

@@ -1,0 +1,218 @@
+"""torch VLA -> ONNX graphs -> model package.
+
+Each graph of `plan_graphs` is exported with torch's dynamo exporter, checked against the
+torch module on its example inputs in ONNX Runtime, optionally converted to fp16 (I/O kept in
+fp32, so both variants share one I/O contract), and described in the manifest from the saved
+graph itself. Graphs above 64 MiB keep their weights in an external `.onnx.data` file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_ros.export.graphs import GraphPlan, plan_graphs
+from vla_ros.model.config import VLAConfig
+from vla_ros.model.vla import VLA
+from vla_ros.runtime.manifest import (
+    ActionSpec,
+    CameraSpec,
+    ChannelNorm,
+    ExitSpec,
+    FlowSpec,
+    GraphFile,
+    GraphSpec,
+    HeadSpec,
+    Manifest,
+    Normalization,
+    PromptSpec,
+    SpaceSpec,
+    TensorSpec,
+)
+from vla_ros.runtime.package import ModelPackage, write_manifest
+
+IMAGENET = ChannelNorm((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+SIGLIP = ChannelNorm((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+OPENAI_CLIP = ChannelNorm((0.48145466, 0.4578275, 0.40821073),
+                          (0.26862954, 0.26130258, 0.27577711))
+EXTERNAL_DATA_BYTES = 64 << 20
+_ONNX_DTYPES = {1: 'float32', 10: 'float16', 7: 'int64', 6: 'int32', 9: 'bool', 2: 'uint8'}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as configured; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What the package needs besides the network: the robot-facing description."""
+
+    name: str
+    state_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    dt_s: float
+    state_norm: Normalization = Normalization()
+    action_norm: Normalization = Normalization()
+    action_mode: str = 'absolute'
+    embodiment: dict[str, Any] = field(default_factory=dict)
+    template: str = '{instruction}'
+    flow_steps: int = 10
+    truncated_steps: int = 2
+    precisions: tuple[str, ...] = ('fp32',)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def camera_specs(cfg: VLAConfig) -> tuple[CameraSpec, ...]:
+    norms = {'internvit': (IMAGENET,), 'prismatic': (IMAGENET, SIGLIP),
+             'molmo_clip': (OPENAI_CLIP,)}[cfg.vision.kind]
+    size = cfg.vision.image_size
+    return tuple(CameraSpec(name=c, height=size, width=size, channel_order='rgb',
+                            resize='bicubic', norms=norms) for c in cfg.cameras)
+
+
+def _flow_spec(cfg: VLAConfig, spec: ExportSpec) -> FlowSpec | None:
+    if cfg.head.type == 'flow_dit':
+        return FlowSpec(noise_at=0, noise='uniform', num_steps=spec.flow_steps,
+                        truncated_steps=spec.truncated_steps)
+    if cfg.head.type == 'flow_expert':
+        return FlowSpec(noise_at=1, noise='gaussian', num_steps=spec.flow_steps,
+                        truncated_steps=spec.truncated_steps)
+    return None
+
+
+def _tensor_specs(values) -> tuple[TensorSpec, ...]:
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField('dim_value') else (d.dim_param or 'dim')
+                      for d in t.shape.dim)
+        out.append(TensorSpec(name=v.name, dtype=_ONNX_DTYPES.get(t.elem_type, 'float32'),
+                              shape=shape))
+    return tuple(out)
+
+
+def _export_one(plan: GraphPlan, path: Path) -> None:
+    n_bytes = sum(p.numel() * p.element_size() for p in plan.module.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        program = torch.onnx.export(
+            plan.module, tuple(plan.inputs.values()), dynamo=True,
+            input_names=list(plan.inputs), output_names=plan.outputs, verbose=False,
+            optimize=True)
+    program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_BYTES)
+
+
+def _verify(plan: GraphPlan, path: Path, atol: float) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    feeds = {k: v.numpy() for k, v in plan.inputs.items()}
+    got = sess.run(plan.outputs, feeds)
+    err = 0.0
+    for name, value in zip(plan.outputs, got, strict=True):
+        ref = plan.example_outputs[name].numpy()
+        if value.shape != ref.shape:
+            raise ExportError(f'graph {plan.name}: output {name} has shape {value.shape} in ONNX '
+                              f'Runtime but {ref.shape} in torch')
+        err = max(err, float(np.max(np.abs(value.astype(np.float64) - ref))) if ref.size else 0)
+    if err > atol:
+        raise ExportError(f'graph {plan.name}: ONNX Runtime differs from torch by {err:.2e} '
+                          f'(> {atol:.0e}); the exporter mistranslated an op')
+    return err
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    large = half.ByteSize() > EXTERNAL_DATA_BYTES
+    onnx.save(half, str(dst), save_as_external_data=large,
+              location=dst.name + '.data' if large else None)
+
+
+def export_package(model: VLA, out_dir: str | Path, spec: ExportSpec, tokenizer,
+                   *, verify: bool = True, atol: float = 1e-4,
+                   progress: Callable[[str], None] = print) -> ModelPackage:
+    """Writes a complete, validated package to out_dir (which must not exist or be empty)."""
+    import onnx
+
+    cfg = model.cfg
+    if len(spec.state_names) > cfg.state_dim or len(spec.action_names) > cfg.action_dim:
+        raise ExportError(f'{len(spec.state_names)} state / {len(spec.action_names)} action '
+                          f'names exceed the model widths {cfg.state_dim} / {cfg.action_dim}')
+    bad = [p for p in spec.precisions if p not in ('fp32', 'fp16')]
+    if bad:
+        raise ExportError(f'unsupported precision(s) {bad}; choose from fp32, fp16')
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f'{out} exists and is not empty; choose a new directory')
+    (out / 'graphs').mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    progress(f'export: planning graphs of a {cfg.family} model '
+             f'({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters)')
+    plans = plan_graphs(model)
+    graphs = []
+    for i, plan in enumerate(plans, 1):
+        t0 = time.monotonic()
+        path = out / 'graphs' / f'{plan.name}.onnx'
+        _export_one(plan, path)
+        err = _verify(plan, path, atol) if verify else float('nan')
+        variants = {'fp32': GraphFile(f'graphs/{path.name}', _data_files(path))}
+        if 'fp16' in spec.precisions:
+            half = out / 'graphs' / f'{plan.name}.fp16.onnx'
+            _to_fp16(path, half)
+            variants['fp16'] = GraphFile(f'graphs/{half.name}', _data_files(half))
+        proto = onnx.load(str(path), load_external_data=False)
+        graphs.append(GraphSpec(name=plan.name, role=plan.role,
+                                inputs=_tensor_specs(proto.graph.input),
+                                outputs=_tensor_specs(proto.graph.output),
+                                variants=variants, layers=plan.layers))
+        size = sum((out / f).stat().st_size for v in variants.values()
+                   for f in (v.file, *v.data_files))
+        span = f' layers {plan.layers[0]}-{plan.layers[1] - 1}' if plan.layers else ''
+        check = f', max |onnx - torch| {err:.1e}' if verify else ''
+        progress(f'export: [{i}/{len(plans)}] {plan.name}{span}: '
+                 f'{time.monotonic() - t0:.1f} s, {size / 2**20:.1f} MiB{check}')
+    tokenizer.save(str(out / 'tokenizer.json'))
+    manifest = build_manifest(model, spec, tuple(graphs))
+    pkg = write_manifest(out, manifest)
+    progress(f'export: wrote {out} ({pkg.total_bytes / 2**20:.1f} MiB) in '
+             f'{time.monotonic() - started:.1f} s')
+    return pkg
+
+
+def _data_files(path: Path) -> tuple[str, ...]:
+    data = path.with_name(path.name + '.data')
+    return (f'graphs/{data.name}',) if data.exists() else ()
+
+
+def build_manifest(model: VLA, spec: ExportSpec, graphs: tuple[GraphSpec, ...]) -> Manifest:
+    cfg = model.cfg
+    head_cfg = {'chunk_len': cfg.chunk_len}
+    if cfg.head.type == 'nar_tokens':
+        head_cfg['num_bins'] = cfg.head.num_bins
+    provenance = {'vla_config': cfg.to_dict(), **spec.provenance}
+    return Manifest(
+        name=spec.name, family=cfg.family, head=HeadSpec(cfg.head.type, head_cfg),
+        cameras=camera_specs(cfg),
+        state=SpaceSpec(names=spec.state_names, model_dim=cfg.state_dim,
+                        normalization=spec.state_norm),
+        action=ActionSpec(names=spec.action_names, model_dim=cfg.action_dim,
+                          normalization=spec.action_norm, chunk_len=cfg.chunk_len,
+                          dt_s=spec.dt_s, mode=spec.action_mode),
+        prompt=PromptSpec(tokenizer_file='tokenizer.json', template=spec.template,
+                          max_length=cfg.text_len, pad_id=cfg.pad_id,
+                          layout=model.layout.items),
+        exits=ExitSpec(num_layers=cfg.lm.num_layers, layers=cfg.exits),
+        flow=_flow_spec(cfg, spec), graphs=graphs, embodiment=dict(spec.embodiment),
+        provenance=json.loads(json.dumps(provenance)))

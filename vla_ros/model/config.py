@@ -1,0 +1,220 @@
+"""Configurations of the four VLA families, as frozen dataclasses validated on construction.
+
+A VLA is vision encoder -> projector -> decoder with exit points -> action head. The config
+travels with the weights (it is written into the model package's provenance and beside
+checkpoints), so a model rebuilds from its own files. Sizes named in comments are those of the
+published checkpoints (reference/seeds.md); the `tiny()` presets keep tests fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+FAMILY_HEADS = {
+    'evo1': ('flow_dit',),
+    'a1': ('flow_expert', 'mlp_regression'),
+    'vla_adapter': ('bridge',),
+    'edgevla': ('nar_tokens',),
+}
+VISION_KINDS = ('internvit', 'prismatic', 'molmo_clip')
+
+
+def _check(cond: bool, cls: str, name: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f'{cls}.{name} = {value!r} is invalid: {allowed}')
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """A Qwen2-family decoder (Qwen2 / Qwen2.5): RMSNorm, RoPE, GQA, SwiGLU."""
+
+    hidden_size: int = 896  # Qwen2.5-0.5B
+    num_layers: int = 14  # Evo-1 keeps the first 14 of 24
+    num_heads: int = 14
+    num_kv_heads: int = 2
+    intermediate_size: int = 4864
+    vocab_size: int = 151936
+    rope_theta: float = 1_000_000.0
+    rms_eps: float = 1e-6
+    causal: bool = True  # A1 runs its LLM bidirectionally
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        for name in ('hidden_size', 'num_layers', 'num_heads', 'num_kv_heads',
+                     'intermediate_size', 'vocab_size'):
+            _check(getattr(self, name) >= 1, n, name, getattr(self, name), 'must be >= 1')
+        _check(self.hidden_size % self.num_heads == 0, n, 'num_heads', self.num_heads,
+               f'must divide hidden_size {self.hidden_size}')
+        _check(self.num_heads % self.num_kv_heads == 0, n, 'num_kv_heads', self.num_kv_heads,
+               f'must divide num_heads {self.num_heads}')
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """internvit: InternViT + pixel shuffle + MLP projector (InternVL3);
+    prismatic: DINOv2-with-registers and SigLIP side by side, channel-concatenated, MLP
+    projector (VLA-Adapter, EdgeVLA); molmo_clip: CLIP ViT, two layers concatenated, 2x2
+    attention pooling with a mean query, MLP projector (A1 / Molmo)."""
+
+    kind: str = 'internvit'
+    image_size: int = 448
+    patch_size: int = 14
+    hidden_size: int = 1024  # InternViT-300M
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    # prismatic: the SigLIP tower beside DINOv2 (so400m: 1152 wide, 27 layers, 16 heads)
+    siglip_hidden_size: int = 1152
+    siglip_num_layers: int = 27
+    siglip_num_heads: int = 16
+    siglip_intermediate_size: int = 4304
+    num_register_tokens: int = 4
+    downsample_ratio: float = 0.5  # internvit pixel shuffle: 1024 patches -> 256 tokens
+    feature_layers: tuple[int, ...] = (-1,)  # hidden-state indices used (molmo: (-2, -9))
+    projector_hidden: int = 0  # 0: use the LM width
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        _check(self.kind in VISION_KINDS, n, 'kind', self.kind, f'one of {VISION_KINDS}')
+        _check(self.image_size % self.patch_size == 0, n, 'image_size', self.image_size,
+               f'must be a multiple of patch_size {self.patch_size}')
+        _check(self.hidden_size % self.num_heads == 0, n, 'num_heads', self.num_heads,
+               'must divide hidden_size')
+        _check(len(self.feature_layers) >= 1, n, 'feature_layers', self.feature_layers,
+               'needs at least one layer')
+        if self.kind == 'internvit':
+            side = self.image_size // self.patch_size
+            _check((side * self.downsample_ratio) % 1 == 0, n, 'downsample_ratio',
+                   self.downsample_ratio, f'must turn the {side}x{side} grid into whole tokens')
+        if self.kind == 'molmo_clip':
+            _check((self.image_size // self.patch_size) % 2 == 0, n, 'image_size',
+                   self.image_size, '2x2 pooling needs an even patch grid')
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_image(self) -> int:
+        if self.kind == 'internvit':
+            return int(self.grid * self.downsample_ratio) ** 2
+        if self.kind == 'molmo_clip':
+            return (self.grid // 2) ** 2
+        return self.grid ** 2
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Action-head settings; each head type reads the fields it needs."""
+
+    type: str = 'flow_dit'
+    hidden_size: int = 896  # DiT width (Evo-1), expert width (A1: 1024), bridge width
+    num_layers: int = 8  # DiT blocks (Evo-1); A1's expert and VLA-Adapter's policy follow the LM
+    num_heads: int = 8
+    intermediate_size: int = 3584
+    state_hidden: int = 1024  # Evo-1 state encoder / mlp_head width
+    num_action_queries: int = 64  # VLA-Adapter
+    pro: bool = True  # VLA-Adapter-Pro blocks (separate K/V, RoPE); False: the original blocks
+    num_bins: int = 256  # EdgeVLA action bins on [-1, 1]
+    resnet_blocks: int = 2  # A1's MLPResNet output / regression head
+
+
+@dataclass(frozen=True)
+class VLAConfig:
+    family: str = 'evo1'
+    lm: LMConfig = field(default_factory=LMConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    cameras: tuple[str, ...] = ('scene', 'wrist', 'side')
+    state_dim: int = 24  # model width of the state vector (padded)
+    action_dim: int = 24  # model width of one action (padded)
+    chunk_len: int = 50  # H
+    text_len: int = 32  # instruction tokens, padded
+    exit_layers: tuple[int, ...] = ()  # () = every layer's output is an exit
+    # Token ids of the placeholders the prompt layout uses (set by the tokenizer).
+    pad_id: int = 0
+    bos_id: int = 2
+    eos_id: int = 3
+    image_token_id: int = 4
+    query_token_id: int = 5  # VLA-Adapter action queries
+    action_token_id: int = 6  # EdgeVLA / A1-regression action positions
+    proprio_token_id: int = 7  # A1-regression proprio slot
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        _check(self.family in FAMILY_HEADS, n, 'family', self.family,
+               f'one of {list(FAMILY_HEADS)}')
+        _check(self.head.type in FAMILY_HEADS[self.family], n, 'head.type', self.head.type,
+               f'{self.family} supports {FAMILY_HEADS[self.family]}')
+        for name in ('state_dim', 'action_dim', 'chunk_len', 'text_len'):
+            _check(getattr(self, name) >= 1, n, name, getattr(self, name), 'must be >= 1')
+        _check(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras), n,
+               'cameras', self.cameras, 'needs one or more distinct names')
+        exits = self.exits
+        _check(list(exits) == sorted(set(exits)) and exits[-1] == self.lm.num_layers - 1
+               and exits[0] >= 0, n, 'exit_layers', self.exit_layers,
+               f'increasing layer indices ending at the last layer {self.lm.num_layers - 1}')
+        if self.family == 'edgevla':
+            _check(self.chunk_len * self.action_dim <= 64, n, 'chunk_len', self.chunk_len,
+                   'EdgeVLA decodes one token per action value; keep H * A <= 64')
+
+    @property
+    def exits(self) -> tuple[int, ...]:
+        return self.exit_layers or tuple(range(self.lm.num_layers))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
+        sub = {'lm': LMConfig, 'vision': VisionConfig, 'head': HeadConfig}
+        kwargs = {}
+        known = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f'VLAConfig has no field {key!r}')
+            if key in sub:
+                value = sub[key](**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in value.items()})
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    # --- presets ---------------------------------------------------------------------------
+
+    @staticmethod
+    def evo1(**overrides: Any) -> VLAConfig:
+        """Evo-1 at full size: InternVL3-1B cut to 14 LM layers, 8-block DiT, 3 views."""
+        return replace(VLAConfig(), **overrides)
+
+    @staticmethod
+    def tiny(family: str, **overrides: Any) -> VLAConfig:
+        """A few-hundred-thousand-parameter model of a family, for tests."""
+        lm = LMConfig(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2,
+                      intermediate_size=64, vocab_size=64)
+        vision = {
+            'evo1': VisionConfig('internvit', image_size=28, patch_size=7, hidden_size=16,
+                                 num_layers=1, num_heads=2, intermediate_size=32),
+            'a1': VisionConfig('molmo_clip', image_size=28, patch_size=7, hidden_size=16,
+                               num_layers=3, num_heads=2, intermediate_size=32,
+                               feature_layers=(-2, -3)),
+        }.get(family, VisionConfig('prismatic', image_size=28, patch_size=7, hidden_size=16,
+                                   num_layers=2, num_heads=2, intermediate_size=32,
+                                   siglip_hidden_size=16, siglip_num_layers=2,
+                                   siglip_num_heads=2, siglip_intermediate_size=32,
+                                   feature_layers=(-2,)))
+        head_type = FAMILY_HEADS[family][0]
+        head = HeadConfig(type=head_type, hidden_size=32, num_layers=2, num_heads=4,
+                          intermediate_size=64, state_hidden=32, num_action_queries=4,
+                          num_bins=16)
+        base = VLAConfig(family=family, lm=lm, vision=vision, head=head,
+                         cameras=('scene', 'wrist'), state_dim=6, action_dim=6,
+                         chunk_len=1 if family == 'edgevla' else 4, text_len=6,
+                         exit_layers=(1, 3))
+        return replace(base, **overrides)

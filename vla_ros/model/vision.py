@@ -1,0 +1,157 @@
+"""Vision encoders of the seed families, from transformers' vision towers.
+
+- internvit (Evo-1 / InternVL3): `vision_tower` (InternVLVisionModel) -> drop CLS -> pixel
+  shuffle (0.5) -> `multi_modal_projector` (LN, Linear, GELU, Linear); keys as transformers'
+  native InternVL port (LeRobot's Evo-1 uses the same).
+- prismatic (VLA-Adapter, EdgeVLA): `featurizer` (DINOv2 with registers) and
+  `fused_featurizer` (SigLIP), second-to-last layer, patch tokens only, channel-concatenated,
+  then `projector` (fc1, GELU, fc2[, GELU, fc3]). Each view arrives with 6 channels: the DINOv2-
+  and the SigLIP-normalized image. Published Prismatic weights use timm key names; mapping them
+  onto these transformers towers is the converter's job (timm itself cannot be installed
+  beside the CPU torch build: its torchvision dependency fails to import).
+- molmo_clip (A1 / Molmo): `image_vit` (CLIP ViT), two hidden layers concatenated, 2x2
+  `image_pooling_2d` attention with the mean of the four patches as query, `image_projector`
+  (SwiGLU MLP).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    InternVLVisionConfig,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+from transformers.models.internvl.modeling_internvl import InternVLVisionModel
+
+from vla_ros.model.config import VisionConfig
+
+
+def pixel_shuffle(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """InternVL's pixel shuffle: (B, W, H, C) -> (B, W*s, H*s, C/s^2)."""
+    b, w, h, c = x.shape
+    x = x.reshape(b, w, int(h * scale), int(c / scale)).permute(0, 2, 1, 3)
+    x = x.reshape(b, int(h * scale), int(w * scale), int(c / (scale * scale)))
+    return x.permute(0, 2, 1, 3)
+
+
+class InternVisionEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig, lm_width: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision_tower = InternVLVisionModel(InternVLVisionConfig(
+            hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            image_size=[cfg.image_size] * 2, patch_size=[cfg.patch_size] * 2))
+        width = cfg.hidden_size * int(round(1 / cfg.downsample_ratio)) ** 2
+        self.multi_modal_projector = nn.Module()
+        self.multi_modal_projector.layer_norm = nn.LayerNorm(width)
+        self.multi_modal_projector.linear_1 = nn.Linear(width, lm_width)
+        self.multi_modal_projector.linear_2 = nn.Linear(lm_width, lm_width)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, T, D)
+        x = self.vision_tower(pixel_values=pixels).last_hidden_state[:, 1:]
+        g = self.cfg.grid
+        x = pixel_shuffle(x.reshape(x.shape[0], g, g, -1), self.cfg.downsample_ratio)
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        p = self.multi_modal_projector
+        return p.linear_2(F.gelu(p.linear_1(p.layer_norm(x))))
+
+
+class PrismaticEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig, lm_width: int, three_layer_projector: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.featurizer = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+            hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads, image_size=cfg.image_size,
+            patch_size=cfg.patch_size, num_register_tokens=cfg.num_register_tokens,
+            mlp_ratio=cfg.intermediate_size // cfg.hidden_size))
+        self.fused_featurizer = SiglipVisionModel(SiglipVisionConfig(
+            hidden_size=cfg.siglip_hidden_size, intermediate_size=cfg.siglip_intermediate_size,
+            num_hidden_layers=cfg.siglip_num_layers, num_attention_heads=cfg.siglip_num_heads,
+            image_size=cfg.image_size, patch_size=cfg.patch_size))
+        width = cfg.hidden_size + cfg.siglip_hidden_size
+        inner = cfg.projector_hidden or (4 * width if three_layer_projector else lm_width)
+        self.projector = nn.Module()
+        self.projector.fc1 = nn.Linear(width, inner)
+        self.projector.fc2 = nn.Linear(inner, lm_width)
+        self.projector.fc3 = nn.Linear(lm_width, lm_width) if three_layer_projector else None
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, 6, H, W) -> (N, T, D)
+        layer = self.cfg.feature_layers[0]
+        dino = self.featurizer(pixel_values=pixels[:, :3], output_hidden_states=True)
+        prefix = 1 + self.cfg.num_register_tokens  # CLS + registers
+        d = dino.hidden_states[layer][:, prefix:]
+        s = self.fused_featurizer(pixel_values=pixels[:, 3:6],
+                                  output_hidden_states=True).hidden_states[layer]
+        x = torch.cat([d, s], dim=-1)
+        p = self.projector
+        x = p.fc2(F.gelu(p.fc1(x)))
+        return p.fc3(F.gelu(x)) if p.fc3 is not None else x
+
+
+class MolmoPooling(nn.Module):
+    """2x2 attention pooling; the query is the mean of the window ("attention_meanq")."""
+
+    def __init__(self, width: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.wq = nn.Linear(width, width)
+        self.wk = nn.Linear(width, width)
+        self.wv = nn.Linear(width, width)
+        self.wo = nn.Linear(width, width)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:  # (N, 4, C) -> (N, C)
+        n, w, c = windows.shape
+        hd = c // self.num_heads
+        q = self.wq(windows.mean(dim=1, keepdim=True)).view(n, 1, self.num_heads, hd)
+        k = self.wk(windows).view(n, w, self.num_heads, hd)
+        v = self.wv(windows).view(n, w, self.num_heads, hd)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                           v.transpose(1, 2))
+        return self.wo(o.transpose(1, 2).reshape(n, c))
+
+
+class MolmoClipEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig, lm_width: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_vit = CLIPVisionModel(CLIPVisionConfig(
+            hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            image_size=cfg.image_size, patch_size=cfg.patch_size))
+        width = cfg.hidden_size * len(cfg.feature_layers)
+        self.image_pooling_2d = MolmoPooling(width, cfg.num_heads)
+        inner = cfg.projector_hidden or lm_width
+        self.image_projector = nn.Module()
+        self.image_projector.w1 = nn.Linear(width, inner, bias=False)
+        self.image_projector.w3 = nn.Linear(width, inner, bias=False)
+        self.image_projector.w2 = nn.Linear(inner, lm_width, bias=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, T, D)
+        out = self.image_vit(pixel_values=pixels, output_hidden_states=True)
+        x = torch.cat([out.hidden_states[i] for i in self.cfg.feature_layers], -1)[:, 1:]
+        n, g, c = x.shape[0], self.cfg.grid, x.shape[-1]
+        x = x.reshape(n, g // 2, 2, g // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
+        x = self.image_pooling_2d(x.reshape(-1, 4, c)).reshape(n, (g // 2) ** 2, c)
+        p = self.image_projector
+        return p.w2(F.silu(p.w1(x)) * p.w3(x))
+
+
+def build_vision(cfg: VisionConfig, lm_width: int, family: str) -> nn.Module:
+    if cfg.kind == 'internvit':
+        return InternVisionEncoder(cfg, lm_width)
+    if cfg.kind == 'prismatic':
+        return PrismaticEncoder(cfg, lm_width, three_layer_projector=family == 'vla_adapter')
+    return MolmoClipEncoder(cfg, lm_width)
+
+
+def image_channels(cfg: VisionConfig) -> int:
+    return 6 if cfg.kind == 'prismatic' else 3

@@ -1,0 +1,145 @@
+"""Runs a package's graphs for one observation, exit by exit.
+
+`ExitPipeline.start(inputs)` runs the vision and embedding graphs; each `ExitRun.advance()`
+runs the decoder segment up to the next exit (and, for heads that follow the decoder's depth,
+their segment too); `ExitRun.action()` produces the action at the current exit with the
+package's head. The policy decides after each exit whether to go deeper. Everything is in the
+model's space (normalized, padded); the policy converts to and from the robot's.
+
+Head types (see vla_ros/export/graphs.py for the graph contract):
+  flow_dit      context graph once per exit, then Euler steps of the step graph
+  flow_expert   Euler steps, each through the expert segments up to the exit
+  bridge        policy blocks advance with the decoder; the out graph reads them at an exit
+  mlp_regression, nar_tokens   one head graph on the exit's hidden state
+Imports numpy only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vla_ros.runtime.backends.base import Backend
+from vla_ros.runtime.flow import euler_integrate
+from vla_ros.runtime.manifest import Manifest
+
+
+@dataclass
+class ModelInputs:
+    """One observation in the model's space (batch 1)."""
+
+    images: dict[str, np.ndarray]  # camera -> (1, C, H, W) float32, normalized
+    input_ids: np.ndarray  # (1, T) int64
+    attention_mask: np.ndarray  # (1, T) float32
+    state: np.ndarray  # (1, S_model) float32, normalized and padded
+
+
+class ExitPipeline:
+    def __init__(self, manifest: Manifest, backend: Backend) -> None:
+        self.m = manifest
+        self.backend = backend
+        self.head = manifest.head.type
+        self.segments = sorted(manifest.graphs_with_role('segment'), key=lambda g: g.layers)
+        self.head_segments = sorted(manifest.graphs_with_role('head_segment'),
+                                    key=lambda g: g.layers)
+        self.exits = tuple(g.layers[1] - 1 for g in self.segments)
+        self.has_state_embed = any(t.name == 'state' for t in manifest.graph('embed').inputs)
+
+    def start(self, inputs: ModelInputs) -> ExitRun:
+        return ExitRun(self, inputs)
+
+
+class ExitRun:
+    """One observation on its way down the decoder. Not thread-safe (the worker owns it)."""
+
+    def __init__(self, pipe: ExitPipeline, inputs: ModelInputs) -> None:
+        self.p = pipe
+        self.inputs = inputs
+        self.timings_ms: dict[str, float] = defaultdict(float)
+        self.index = -1  # segments run so far - 1
+        self._kv: list[dict[str, Any]] = []  # flow_expert: per segment, its K/V outputs
+        self._ctx: tuple[Any, Any] | None = None
+        self._ctx_index = -1
+        vis = self._run('vision', 'vision', {f'image.{c}': a for c, a in inputs.images.items()})
+        feeds = {'input_ids': inputs.input_ids, 'vision_tokens': vis['vision_tokens']}
+        if pipe.has_state_embed:
+            feeds['state'] = inputs.state
+        self.hidden = self._run('embed', 'embed', feeds)['hidden']
+        self._x = self._proprio = None
+        if pipe.head == 'bridge':
+            out = self._run('head', 'head_embed', {'state': inputs.state})
+            self._x, self._proprio = out['x'], out['proprio']
+
+    def _run(self, stage: str, graph: str, feeds: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = self.p.backend.run(graph, feeds)
+        self.timings_ms[stage] += (time.perf_counter() - t0) * 1000.0
+        return out
+
+    @property
+    def exit_layer(self) -> int | None:
+        return self.p.exits[self.index] if self.index >= 0 else None
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.p.exits) - 1
+
+    def advance(self) -> int:
+        """Runs the next decoder segment; returns the exit layer now reached."""
+        if self.done:
+            raise RuntimeError('the last exit was already reached')
+        self.index += 1
+        seg = self.p.segments[self.index]
+        out = self._run('segment', seg.name, {'hidden': self.hidden,
+                                               'attention_mask': self.inputs.attention_mask})
+        self.hidden = out.pop('hidden_out')
+        if self.p.head == 'flow_expert':
+            self._kv.append(out)
+        elif self.p.head == 'bridge':
+            hs = self.p.head_segments[self.index]
+            self._x = self._run('head', hs.name, {'x': self._x, 'proprio': self._proprio,
+                                                  **out})['x_out']
+        return self.exit_layer
+
+    def action(self, noise: np.ndarray | None = None, num_steps: int = 10) -> np.ndarray:
+        """The action at the current exit, (H, A_model). Flow heads integrate from `noise`
+        (fresh noise or a warm start) for num_steps Euler steps."""
+        if self.index < 0:
+            raise RuntimeError('advance() to an exit first')
+        head, be = self.p.head, self.p.backend
+        if head in ('mlp_regression', 'nar_tokens'):
+            return be.to_host(self._run('head', 'head', {'hidden': self.hidden})['actions'])[0]
+        if head == 'bridge':
+            return be.to_host(self._run('head', 'head_out', {'x': self._x})['actions'])[0]
+        if noise is None:
+            raise ValueError(f'a {head} head needs initial noise (or a warm-start action)')
+        x0 = np.asarray(noise, dtype=np.float32).reshape(1, *noise.shape[-2:])
+        noise_at = self.p.m.flow.noise_at
+        if head == 'flow_dit':
+            if self._ctx_index != self.index:
+                out = self._run('head', 'head_context', {'hidden': self.hidden,
+                                                         'state': self.inputs.state})
+                self._ctx, self._ctx_index = (out['ctx_k'], out['ctx_v']), self.index
+
+            def velocity(x: np.ndarray, t: float) -> np.ndarray:
+                feeds = {'noisy_actions': x.astype(np.float32), 't': np.array([t], np.float32),
+                         'ctx_k': self._ctx[0], 'ctx_v': self._ctx[1]}
+                return be.to_host(self._run('head', 'head_step', feeds)['velocity'])
+        else:
+            def velocity(x: np.ndarray, t: float) -> np.ndarray:
+                feeds = {'noisy_actions': x.astype(np.float32), 't': np.array([t], np.float32),
+                         'state': self.inputs.state}
+                suffix = self._run('head', 'head_embed', feeds)['suffix']
+                for seg, kv in zip(self.p.head_segments[:self.index + 1], self._kv,
+                                   strict=False):
+                    suffix = self._run('head', seg.name, {
+                        'suffix': suffix, 'attention_mask': self.inputs.attention_mask,
+                        **kv})['suffix_out']
+                return be.to_host(self._run('head', 'head_out', {'suffix': suffix})['velocity'])
+
+        x = euler_integrate(velocity, x0, noise_at=noise_at, num_steps=num_steps)
+        return np.asarray(x, dtype=np.float32)[0]
