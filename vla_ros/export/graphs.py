@@ -8,7 +8,7 @@ observation; static shapes are what TensorRT optimizes best).
 Graph I/O names are the runtime's contract (see vla_ros/runtime/pipeline.py):
   vision:        image.<camera> (1, C, S, S)               -> vision_tokens
   embed:         input_ids, vision_tokens [, state]        -> hidden
-  segment:       hidden, attention_mask                    -> hidden_out [, k_<l>, v_<l> | feat_<l>]
+  segment:       hidden, attention_mask  -> hidden_out [, k_<l>, v_<l> | feat_<l>]
   head_context:  hidden, state                             -> ctx_k, ctx_v          (flow_dit)
   head_step:     noisy_actions, t, ctx_k, ctx_v            -> velocity             (flow_dit)
   head_embed:    noisy_actions, t, state -> suffix (flow_expert) | state -> x, proprio (bridge)

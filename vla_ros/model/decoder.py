@@ -43,12 +43,13 @@ def attention_bias(key_mask: torch.Tensor, causal: bool,
     end) columns no query may attend to (EdgeVLA's action positions)."""
     t = key_mask.shape[1]
     bias = (1.0 - key_mask.to(torch.float32))[:, None, None, :] * NEG  # (B, 1, 1, T)
+    # Positions derived from the input, not torch.arange: with static shapes the exporter
+    # would fold a (T, T) constant into every segment graph (4 MB each at T = 1024).
+    idx = torch.cumsum(key_mask[0].to(torch.float32) * 0.0 + 1.0, 0) - 1.0
     if causal:
-        idx = torch.arange(t, device=key_mask.device)
         bias = bias + (idx[None, :] > idx[:, None]).to(torch.float32)[None, None] * NEG
     if blocked_keys is not None:
-        cols = torch.zeros(t, device=key_mask.device)
-        cols[blocked_keys[0]:blocked_keys[1]] = NEG
+        cols = ((idx >= blocked_keys[0]) & (idx < blocked_keys[1])).to(torch.float32) * NEG
         bias = bias + cols[None, None, None, :]
     return bias.expand(key_mask.shape[0], 1, t, t)
 

@@ -32,10 +32,10 @@ class Backend(ABC):
     def to_host(self, value: Any) -> np.ndarray:
         return np.asarray(value)
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - a no-op is right for synchronous backends
         """Waits for queued device work (timing boundaries)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - backends without resources need nothing here
         """Releases sessions, engines and buffers."""
 
     def describe(self) -> str:

@@ -70,7 +70,7 @@ class OrtBackend(Backend):
                 f'onnxruntime here has no {wanted} (available: {sorted(available)}); install '
                 'onnxruntime-gpu with a matching CUDA for cuda/tensorrt, or use device cpu')
         # fp16 graphs exist for GPUs; TensorRT makes its own fp16 engines from fp32 graphs.
-        variant = 'fp16' if precision == 'fp16' and device == 'cuda' else 'fp32'
+        variant = 'fp16' if precision == 'fp16' and device != 'tensorrt' else 'fp32'
         so = session_options(threads)
         self.sessions: dict[str, Any] = {}
         self._outputs: dict[str, list[str]] = {}
