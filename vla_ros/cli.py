@@ -45,6 +45,42 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('source', nargs='?', help='vla_ros checkpoint directory '
+                   '(vla_ros_checkpoint.json, model.safetensors, tokenizer.json)')
+    p.add_argument('out', help='package directory to create')
+    p.add_argument('--preset', help='export a preset shape with random weights instead '
+                   '(evo1-full)')
+    p.add_argument('--precision', nargs='+', default=['fp32'], choices=('fp32', 'fp16'),
+                   help='graph variants to write')
+    p.add_argument('--no-verify', action='store_true',
+                   help='skip checking each graph against torch in ONNX Runtime')
+    p.add_argument('--name', help='package name (default: from the checkpoint)')
+
+
+@command('export', 'export a checkpoint to a model package (ONNX graphs + manifest)')(
+    _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from vla_ros.export.checkpoint import load_checkpoint, random_init
+    from vla_ros.export.exporter import ExportError, export_package
+
+    if (args.source is None) == (args.preset is None):
+        print('vla-ros export: give a checkpoint directory or --preset, not both',
+              file=sys.stderr)
+        return 2
+    try:
+        model, spec, tok = (random_init(args.preset) if args.preset
+                            else load_checkpoint(args.source))
+        spec = replace(spec, precisions=tuple(args.precision), name=args.name or spec.name)
+        export_package(model, args.out, spec, tok, verify=not args.no_verify)
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        print(f'vla-ros export: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('target', help="'queue' for the chunk-execution bench, or a model package")
     p.add_argument('--json', action='store_true', help='print machine-readable JSON')
