@@ -85,6 +85,20 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('target', help="'queue' for the chunk-execution bench, or a model package")
     p.add_argument('--json', action='store_true', help='print machine-readable JSON')
     p.add_argument('--out', help='also write the JSON to this file')
+    k = p.add_argument_group('package bench')
+    k.add_argument('--runs', type=int, default=20, help='timed inferences per mode')
+    k.add_argument('--warmup', type=int, default=3, help='untimed inferences first')
+    k.add_argument('--device', default='cpu', choices=('cpu', 'cuda', 'tensorrt'),
+                   help='onnxruntime execution provider')
+    k.add_argument('--precision', default='fp32', choices=('fp32', 'fp16'))
+    k.add_argument('--threads', type=int, help='intra-op threads (default: all cores)')
+    k.add_argument('--threshold-set', action='append', default=[],
+                   help='early-exit set to run (repeatable; default: the default set and its '
+                   'siblings of other budgets)')
+    k.add_argument('--deadline-ms', type=float, help='also run deadline mode')
+    k.add_argument('--torch-checkpoint', help='also run torch eager of the same weights')
+    k.add_argument('--data', help='observation set (.npz) instead of synthetic frames')
+    k.add_argument('--plots', help='write latency and exit histograms (PNG) here')
     q = p.add_argument_group('queue bench')
     q.add_argument('--latency-ms', type=float, default=150.0, help='injected latency')
     q.add_argument('--jitter-ms', type=float, default=30.0, help='std of the latency jitter')
@@ -98,9 +112,7 @@ def _bench(args: argparse.Namespace) -> int:
     import json
 
     if args.target != 'queue':
-        from vla_ros.runtime.errors import PackageError
-
-        raise PackageError('missing_file', f'no benchmark for {args.target!r}')
+        return _bench_package(args)
     from vla_ros.runtime.queue_bench import QueueBenchConfig, format_table, run_bench, summarize
 
     cfg = QueueBenchConfig(latency_s=args.latency_ms / 1000, jitter_s=args.jitter_ms / 1000,
@@ -112,6 +124,62 @@ def _bench(args: argparse.Namespace) -> int:
         with open(args.out, 'w', encoding='utf-8') as f:
             f.write(text + '\n')
     print(text if args.json else format_table(summary))
+    return 0
+
+
+def _bench_package(args: argparse.Namespace) -> int:
+    import json
+
+    from vla_ros.runtime.bench import BenchConfig, bench_package, save_report, write_plots
+    from vla_ros.runtime.package import load_package
+
+    pkg = load_package(args.target)
+    cfg = BenchConfig(warmup=args.warmup, runs=args.runs, device=args.device,
+                      precision=args.precision, threads=args.threads,
+                      threshold_sets=tuple(args.threshold_set), deadline_ms=args.deadline_ms,
+                      torch_checkpoint=args.torch_checkpoint, data=args.data)
+    quiet = args.json
+    report = bench_package(pkg, cfg, progress=(lambda _: None) if quiet else print)
+    if args.out:
+        save_report(report, args.out)
+    if args.plots:
+        for path in write_plots(report, args.plots):
+            if not quiet:
+                print(f'bench: wrote {path}')
+    if quiet:
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+def _calibrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('package', help='model package to write threshold sets into')
+    p.add_argument('--data', required=True, help='observation set (.npz, see docs)')
+    p.add_argument('--metrics', nargs='+', default=['cosine', 'l2', 'mean_abs', 'max_abs'])
+    p.add_argument('--distributions', nargs='+', default=['exp', 'gauss', 'gamma'])
+    p.add_argument('--budgets', nargs='+', type=float, default=[0.25, 0.5, 0.75],
+                   help='backbone compute fractions to calibrate for')
+    p.add_argument('--no-truncated', action='store_true',
+                   help='flow heads: fresh full solves per exit instead of truncated flow')
+    p.add_argument('--default', help='name of the default threshold set')
+
+
+@command('calibrate', 'calibrate early-exit thresholds on recorded observations')(
+    _calibrate_args)
+def _calibrate(args: argparse.Namespace) -> int:
+    from vla_ros.runtime.calibration import CalibrationConfig, calibrate_package
+
+    try:
+        cfg = CalibrationConfig(metrics=tuple(args.metrics),
+                                distributions=tuple(args.distributions),
+                                budgets=tuple(args.budgets), truncated=not args.no_truncated,
+                                default=args.default)
+        pkg = calibrate_package(args.package, args.data, cfg)
+    except ValueError as e:
+        print(f'vla-ros calibrate: {e}', file=sys.stderr)
+        return 2
+    for ts in pkg.manifest.exits.threshold_sets:
+        if ts.calibration.get('distribution') == 'exp' and ts.metric == 'cosine':
+            print(f'  {ts.name}: expected compute {ts.expected_compute_fraction:.2f}')
     return 0
 
 

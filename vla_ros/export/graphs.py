@@ -153,89 +153,91 @@ def segments_of(model: VLA) -> list[tuple[int, int]]:
     return bounds
 
 
-def _run(plan: GraphPlan) -> GraphPlan:
-    with torch.no_grad():
-        out = plan.module(*plan.inputs.values())
-    out = out if isinstance(out, tuple) else (out,)
-    plan.example_outputs = dict(zip(plan.outputs, out, strict=True))
-    return plan
+# Outputs that feed the next graph of the same kind under the input name it expects.
+CARRY = {'hidden_out': 'hidden', 'suffix_out': 'suffix', 'x_out': 'x'}
 
 
-def plan_graphs(model: VLA, seed: int = 0) -> list[GraphPlan]:
-    """The graphs of a model, each with example inputs computed by running the graphs
-    before it (so every example is a real intermediate tensor)."""
-    model.eval()
+@dataclass
+class GraphDef:
+    name: str
+    role: str
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    layers: tuple[int, int] | None = None
+
+
+def build_graphs(model: VLA) -> list[GraphDef]:
+    """The graphs of a model in execution order (their modules share the model's weights)."""
     cfg = model.cfg
-    obs = model.fake_obs(1, seed)
     head_type = cfg.head.type
-    plans: list[GraphPlan] = []
-    images = {f'image.{c}': img for c, img in zip(cfg.cameras, obs['images'], strict=True)}
-    vision = _run(GraphPlan('vision', 'vision', _Vision(model), images, ['vision_tokens']))
-    plans.append(vision)
-    embed_in = {'input_ids': obs['input_ids'],
-                'vision_tokens': vision.example_outputs['vision_tokens']}
-    if head_type == 'mlp_regression':
-        embed_in['state'] = obs['state']
-    embed = _run(GraphPlan('embed', 'embed', _Embed(model, 'state' in embed_in), embed_in,
-                           ['hidden']))
-    plans.append(embed)
-    mask = obs['attention_mask']
-    state = obs['state']
+    segs = segments_of(model)
+    defs = [GraphDef('vision', 'vision', _Vision(model), [f'image.{c}' for c in cfg.cameras],
+                     ['vision_tokens'])]
+    embed_in = ['input_ids', 'vision_tokens'] + (['state'] if head_type == 'mlp_regression'
+                                                 else [])
+    defs.append(GraphDef('embed', 'embed', _Embed(model, 'state' in embed_in), embed_in,
+                         ['hidden']))
     extras = {'flow_expert': 'kv', 'bridge': 'feat'}.get(head_type)
-    hidden = embed.example_outputs['hidden']
-    seg_plans = []
-    for i, (s, e) in enumerate(segments_of(model)):
+    for i, (s, e) in enumerate(segs):
         names = ['hidden_out']
         if extras == 'kv':
             names += [f'{kind}_{layer}' for layer in range(s, e) for kind in ('k', 'v')]
         elif extras == 'feat':
             names += [f'feat_{layer}' for layer in range(s, e)]
-        p = _run(GraphPlan(f'segment_{i}', 'segment', _Segment(model, s, e, extras),
-                           {'hidden': hidden, 'attention_mask': mask}, names, layers=(s, e)))
-        seg_plans.append(p)
-        hidden = p.example_outputs['hidden_out']
-    plans += seg_plans
-    h = cfg.chunk_len
-    noisy = torch.randn(1, h, cfg.action_dim, generator=torch.Generator().manual_seed(seed + 1))
-    t = torch.tensor([0.5])
+        defs.append(GraphDef(f'segment_{i}', 'segment', _Segment(model, s, e, extras),
+                             ['hidden', 'attention_mask'], names, (s, e)))
     if head_type == 'flow_dit':
-        ctx = _run(GraphPlan('head_context', 'head_context', _DiTContext(model),
-                             {'hidden': hidden, 'state': state}, ['ctx_k', 'ctx_v']))
-        plans.append(ctx)
-        plans.append(_run(GraphPlan('head_step', 'head_step', _DiTStep(model),
-                                    {'noisy_actions': noisy, 't': t, **ctx.example_outputs},
-                                    ['velocity'])))
+        defs.append(GraphDef('head_context', 'head_context', _DiTContext(model),
+                             ['hidden', 'state'], ['ctx_k', 'ctx_v']))
+        defs.append(GraphDef('head_step', 'head_step', _DiTStep(model),
+                             ['noisy_actions', 't', 'ctx_k', 'ctx_v'], ['velocity']))
     elif head_type == 'flow_expert':
-        emb = _run(GraphPlan('head_embed', 'head_embed', _Call(model, 'embed'),
-                             {'noisy_actions': noisy, 't': t, 'state': state}, ['suffix']))
-        plans.append(emb)
-        suffix = emb.example_outputs['suffix']
-        for i, seg in enumerate(seg_plans):
-            s, e = seg.layers
-            kv = {k: v for k, v in seg.example_outputs.items() if k != 'hidden_out'}
-            p = _run(GraphPlan(f'head_segment_{i}', 'head_segment', _ExpertSegment(model, s, e),
-                               {'suffix': suffix, 'attention_mask': mask, **kv},
-                               ['suffix_out'], layers=(s, e)))
-            plans.append(p)
-            suffix = p.example_outputs['suffix_out']
-        plans.append(_run(GraphPlan('head_out', 'head_out', _Call(model, 'out'),
-                                    {'suffix': suffix}, ['velocity'])))
+        defs.append(GraphDef('head_embed', 'head_embed', _Call(model, 'embed'),
+                             ['noisy_actions', 't', 'state'], ['suffix']))
+        for i, (s, e) in enumerate(segs):
+            kv = [f'{kind}_{layer}' for layer in range(s, e) for kind in ('k', 'v')]
+            defs.append(GraphDef(f'head_segment_{i}', 'head_segment',
+                                 _ExpertSegment(model, s, e), ['suffix', 'attention_mask', *kv],
+                                 ['suffix_out'], (s, e)))
+        defs.append(GraphDef('head_out', 'head_out', _Call(model, 'out'), ['suffix'],
+                             ['velocity']))
     elif head_type == 'bridge':
-        emb = _run(GraphPlan('head_embed', 'head_embed', _Call(model, 'embed'),
-                             {'state': state}, ['x', 'proprio']))
-        plans.append(emb)
-        x, proprio = emb.example_outputs['x'], emb.example_outputs['proprio']
-        for i, seg in enumerate(seg_plans):
-            s, e = seg.layers
-            feats = {k: v for k, v in seg.example_outputs.items() if k.startswith('feat_')}
-            p = _run(GraphPlan(f'head_segment_{i}', 'head_segment', _BridgeSegment(model, s, e),
-                               {'x': x, 'proprio': proprio, **feats}, ['x_out'], layers=(s, e)))
-            plans.append(p)
-            x = p.example_outputs['x_out']
-        plans.append(_run(GraphPlan('head_out', 'head_out', _Call(model, 'out'), {'x': x},
-                                    ['actions'])))
+        defs.append(GraphDef('head_embed', 'head_embed', _Call(model, 'embed'), ['state'],
+                             ['x', 'proprio']))
+        for i, (s, e) in enumerate(segs):
+            feats = [f'feat_{layer}' for layer in range(s, e)]
+            defs.append(GraphDef(f'head_segment_{i}', 'head_segment',
+                                 _BridgeSegment(model, s, e), ['x', 'proprio', *feats],
+                                 ['x_out'], (s, e)))
+        defs.append(GraphDef('head_out', 'head_out', _Call(model, 'out'), ['x'], ['actions']))
     else:
         outputs = ['actions'] if head_type == 'mlp_regression' else ['actions', 'logits']
-        plans.append(_run(GraphPlan('head', 'head', _TokenHead(model), {'hidden': hidden},
-                                    outputs)))
+        defs.append(GraphDef('head', 'head', _TokenHead(model), ['hidden'], outputs))
+    return defs
+
+
+def plan_graphs(model: VLA, seed: int = 0) -> list[GraphPlan]:
+    """The graphs of a model, each with example inputs computed by running the graphs
+    before it in order (so every example is a real intermediate tensor)."""
+    model.eval()
+    cfg = model.cfg
+    obs = model.fake_obs(1, seed)
+    values: dict[str, torch.Tensor] = {
+        **{f'image.{c}': img for c, img in zip(cfg.cameras, obs['images'], strict=True)},
+        'input_ids': obs['input_ids'], 'attention_mask': obs['attention_mask'],
+        'state': obs['state'], 't': torch.tensor([0.5]),
+        'noisy_actions': torch.randn(1, cfg.chunk_len, cfg.action_dim,
+                                     generator=torch.Generator().manual_seed(seed + 1))}
+    plans = []
+    for d in build_graphs(model):
+        plan = GraphPlan(d.name, d.role, d.module, {n: values[n] for n in d.inputs},
+                         d.outputs, d.layers)
+        with torch.no_grad():
+            out = plan.module(*plan.inputs.values())
+        out = out if isinstance(out, tuple) else (out,)
+        plan.example_outputs = dict(zip(plan.outputs, out, strict=True))
+        for name, value in plan.example_outputs.items():
+            values[CARRY.get(name, name)] = value
+        plans.append(plan)
     return plans

@@ -244,8 +244,9 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class ThresholdSet:
-    """Calibrated early-exit thresholds: exit after layer `layers[k]` when the action metric
-    between consecutive exits is <= values[k]. The last exit always stops."""
+    """Calibrated early-exit thresholds. The first exit is the reference (A1's anchor):
+    values[k] is checked at exit k + 1, which stops when the metric between its action and
+    exit k's is <= values[k]; a negative value never stops. The last exit always stops."""
 
     name: str
     metric: str
@@ -517,9 +518,8 @@ def _parse_exits(r: _Reader) -> ExitSpec:
                     f'last layer {num_layers - 1}; got {list(layers)}')
     sets = []
     for sr in r.items('threshold_sets', []):
+        # Metrics are >= 0, so a negative threshold means "never exit here".
         values = sr.floats('values', len(layers) - 1)
-        if any(v < 0 for v in values):
-            raise _fail('invalid', f'{sr.where}.values', 'thresholds must be >= 0')
         sets.append(ThresholdSet(
             name=sr.get('name', str), metric=sr.choice('metric', METRICS), values=values,
             expected_compute_fraction=sr.number('expected_compute_fraction', 0.0, 1.0,

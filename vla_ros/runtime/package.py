@@ -204,6 +204,9 @@ def update_manifest(package: ModelPackage, manifest: Manifest) -> ModelPackage:
 
 def _atomic_write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.manifest-', suffix='.tmp')
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a package is meant to be shared
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             json.dump(data, f, indent=1, sort_keys=False)

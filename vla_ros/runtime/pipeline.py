@@ -118,28 +118,28 @@ class ExitRun:
         if noise is None:
             raise ValueError(f'a {head} head needs initial noise (or a warm-start action)')
         x0 = np.asarray(noise, dtype=np.float32).reshape(1, *noise.shape[-2:])
-        noise_at = self.p.m.flow.noise_at
-        if head == 'flow_dit':
+        x = euler_integrate(self.velocity, x0, noise_at=self.p.m.flow.noise_at,
+                            num_steps=num_steps)
+        return np.asarray(x, dtype=np.float32)[0]
+
+    def euler_step(self, x: np.ndarray, t: float, dt: float) -> np.ndarray:
+        """One Euler step of a flow head at the current exit: (H, A) -> (H, A)."""
+        x = np.asarray(x, np.float32)[None]
+        return (x + dt * self.velocity(x, t))[0]
+
+    def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
+        """The flow head's velocity at the current exit for x (1, H, A) at flow time t."""
+        be = self.p.backend
+        feeds = {'noisy_actions': np.asarray(x, np.float32), 't': np.array([t], np.float32)}
+        if self.p.head == 'flow_dit':
             if self._ctx_index != self.index:
                 out = self._run('head', 'head_context', {'hidden': self.hidden,
                                                          'state': self.inputs.state})
                 self._ctx, self._ctx_index = (out['ctx_k'], out['ctx_v']), self.index
-
-            def velocity(x: np.ndarray, t: float) -> np.ndarray:
-                feeds = {'noisy_actions': x.astype(np.float32), 't': np.array([t], np.float32),
-                         'ctx_k': self._ctx[0], 'ctx_v': self._ctx[1]}
-                return be.to_host(self._run('head', 'head_step', feeds)['velocity'])
-        else:
-            def velocity(x: np.ndarray, t: float) -> np.ndarray:
-                feeds = {'noisy_actions': x.astype(np.float32), 't': np.array([t], np.float32),
-                         'state': self.inputs.state}
-                suffix = self._run('head', 'head_embed', feeds)['suffix']
-                for seg, kv in zip(self.p.head_segments[:self.index + 1], self._kv,
-                                   strict=False):
-                    suffix = self._run('head', seg.name, {
-                        'suffix': suffix, 'attention_mask': self.inputs.attention_mask,
-                        **kv})['suffix_out']
-                return be.to_host(self._run('head', 'head_out', {'suffix': suffix})['velocity'])
-
-        x = euler_integrate(velocity, x0, noise_at=noise_at, num_steps=num_steps)
-        return np.asarray(x, dtype=np.float32)[0]
+            feeds.update(ctx_k=self._ctx[0], ctx_v=self._ctx[1])
+            return be.to_host(self._run('head', 'head_step', feeds)['velocity'])
+        suffix = self._run('head', 'head_embed', {**feeds, 'state': self.inputs.state})['suffix']
+        for seg, kv in zip(self.p.head_segments[:self.index + 1], self._kv, strict=False):
+            feeds = {'suffix': suffix, 'attention_mask': self.inputs.attention_mask, **kv}
+            suffix = self._run('head', seg.name, feeds)['suffix_out']
+        return be.to_host(self._run('head', 'head_out', {'suffix': suffix})['velocity'])

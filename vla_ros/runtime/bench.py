@@ -1,0 +1,244 @@
+"""`vla-ros bench PKG`: latency, exits, compute and memory of a package, per backend and mode.
+
+Every mode runs the same observations with the same noise per observation, so the action
+deviation of early exit from full depth is measured on identical inputs, and every comparison
+(early exit vs full depth, truncated vs fresh flow solves, ONNX Runtime vs torch eager of the
+same weights) comes from one run and is reported as a ratio. Warm-up runs are discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.runtime.backends import load_backend
+from vla_ros.runtime.package import ModelPackage
+from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+
+STAGES = ('preprocess', 'vision', 'embed', 'segment', 'head', 'total')
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup: int = 3
+    runs: int = 20
+    device: str = 'cpu'
+    precision: str = 'fp32'
+    threads: int | None = None
+    threshold_sets: tuple[str, ...] = ()  # () = every set of the default's metric and dist.
+    deadline_ms: float | None = None
+    torch_checkpoint: str | None = None  # also run torch eager of the same weights
+    data: str | None = None  # observation set; None = synthetic observations
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.runs < 1:
+            raise ValueError(f'warmup {self.warmup} must be >= 0 and runs {self.runs} >= 1')
+        if self.deadline_ms is not None and self.deadline_ms <= 0:
+            raise ValueError(f'deadline_ms {self.deadline_ms} must be > 0')
+
+
+def synthetic_observations(pkg: ModelPackage, n: int, seed: int) -> list[Observation]:
+    """Camera-sized random frames (640x480, as a driver would send) and random states."""
+    rng = np.random.default_rng(seed)
+    m = pkg.manifest
+    out = []
+    for i in range(n):
+        images = {c.name: (rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), 'rgb8')
+                  for c in m.cameras}
+        out.append(Observation(images, rng.uniform(-0.5, 0.5, m.state.dim),
+                               'pick up the red block', float(i)))
+    return out
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {'p50': float(np.percentile(a, 50)), 'p90': float(np.percentile(a, 90)),
+            'p99': float(np.percentile(a, 99)), 'mean': float(a.mean()), 'max': float(a.max())}
+
+
+def run_mode(policy: Policy, config: PolicyConfig, observations: list[Observation],
+             cfg: BenchConfig, deadline_ms: float | None = None) -> tuple[dict, list[np.ndarray]]:
+    policy.set_config(config)
+    timings = {s: [] for s in STAGES}
+    exits, fractions, actions, hits = [], [], [], 0
+    for i in range(cfg.warmup + cfg.runs):
+        obs = observations[i % len(observations)]
+        policy.rng = np.random.default_rng(cfg.seed + i)  # same noise per observation, any mode
+        deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
+        chunk = policy.infer(obs, deadline_s=deadline)
+        if i < cfg.warmup:
+            continue
+        for s in STAGES:
+            timings[s].append(chunk.timings_ms.get(s, 0.0))
+        exits.append(chunk.exit_layer)
+        fractions.append(chunk.info['compute_fraction'])
+        actions.append(chunk.actions)
+        hits += chunk.info['deadline_hit']
+    layers, counts = np.unique(exits, return_counts=True)
+    result = {
+        'latency_ms': {s: _pct(v) for s, v in timings.items()},
+        'exit_histogram': {str(int(k)): int(c) for k, c in zip(layers, counts, strict=True)},
+        'backbone_compute_fraction': float(np.mean(fractions)),
+        'deadline_hits': hits,
+    }
+    return result, actions
+
+
+def flow_head_comparison(policy: Policy, observations: list[Observation], cfg: BenchConfig
+                         ) -> dict | None:
+    """Head time of computing an action at every exit: A1's truncated solves (warm start,
+    truncated_steps each) against fresh solves of num_steps each."""
+    m = policy.m
+    if m.flow is None:
+        return None
+    times = {True: [], False: []}
+    for i in range(cfg.warmup + cfg.runs):
+        inputs = policy.prepare(observations[i % len(observations)])
+        for truncated in (True, False):
+            run = policy.pipeline.start(inputs)
+            prev, noise = None, policy.noise()
+            steps = m.flow.truncated_steps if truncated else m.flow.num_steps
+            while not run.done:
+                run.advance()
+                prev = run.action(prev if (truncated and prev is not None) else noise, steps)
+            if i >= cfg.warmup:
+                times[truncated].append(run.timings_ms['head'])
+    return {'truncated_steps': m.flow.truncated_steps, 'fresh_steps': m.flow.num_steps,
+            'head_ms_truncated': _pct(times[True]), 'head_ms_fresh': _pct(times[False]),
+            'ratio_p50': float(np.median(times[True]) / np.median(times[False]))}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_package(pkg: ModelPackage, cfg: BenchConfig,
+                  progress: Callable[[str], None] = print) -> dict:
+    m = pkg.manifest
+    if cfg.data:
+        from vla_ros.runtime.observations import load_observations
+
+        observations = load_observations(cfg.data)
+    else:
+        observations = synthetic_observations(pkg, max(cfg.runs, 4), cfg.seed)
+    backends = [('onnxruntime', lambda: load_backend(pkg, 'onnxruntime', cfg.device,
+                                                     cfg.precision, threads=cfg.threads))]
+    if cfg.torch_checkpoint:
+        from vla_ros.runtime.backends.torch_ref import TorchBackend
+
+        backends.append(('torch', lambda: TorchBackend.from_checkpoint(
+            cfg.torch_checkpoint, device='cuda' if cfg.device != 'cpu' else 'cpu',
+            precision=cfg.precision, threads=cfg.threads)))
+    default = m.threshold_set()
+    sets = list(cfg.threshold_sets)
+    if not sets and default is not None:
+        sets = [s.name for s in m.exits.threshold_sets if s.metric == default.metric and
+                s.calibration.get('distribution') == default.calibration.get('distribution')]
+    report = {'package': m.name, 'root': str(pkg.root), 'config': asdict(cfg),
+              'observations': 'synthetic' if not cfg.data else cfg.data, 'backends': {}}
+    for name, make in backends:
+        rss0 = _rss_mb()
+        t0 = time.perf_counter()
+        backend = make()
+        load_s = time.perf_counter() - t0
+        policy = Policy(pkg, backend, PolicyConfig(mode='full', seed=cfg.seed))
+        progress(f'bench: {backend.describe()} loaded in {load_s:.1f} s')
+        modes: dict[str, dict] = {}
+        full, full_actions = run_mode(policy, PolicyConfig(mode='full'), observations, cfg)
+        modes['full'] = full
+        progress(_line(name, 'full', full))
+        for ts in sets:
+            res, acts = run_mode(policy, PolicyConfig(mode='early_exit', threshold_set=ts),
+                                 observations, cfg)
+            res['action_deviation_from_full'] = _deviation(acts, full_actions)
+            res['latency_ratio_to_full_p50'] = (res['latency_ms']['total']['p50']
+                                                / full['latency_ms']['total']['p50'])
+            res['expected_compute_fraction'] = m.threshold_set(ts).expected_compute_fraction
+            modes[f'early_exit:{ts}'] = res
+            progress(_line(name, f'early_exit {ts}', res))
+        if cfg.deadline_ms is not None:
+            base = PolicyConfig(mode='early_exit' if sets else 'full',
+                                threshold_set=sets[0] if sets else None)
+            res, acts = run_mode(policy, base, observations, cfg, deadline_ms=cfg.deadline_ms)
+            res['deadline_ms'] = cfg.deadline_ms
+            res['action_deviation_from_full'] = _deviation(acts, full_actions)
+            modes['deadline'] = res
+            progress(_line(name, f'deadline {cfg.deadline_ms:g} ms', res))
+        entry = {'describe': backend.describe(), 'load_s': load_s, 'modes': modes,
+                 'segment_ms_estimate': policy._segment_ms.tolist(),
+                 'peak_rss_mb': _rss_mb(), 'rss_growth_mb': _rss_mb() - rss0}
+        fl = flow_head_comparison(policy, observations, cfg)
+        if fl:
+            entry['flow_truncation'] = fl
+            progress(f'bench: {name} flow head at every exit: truncated '
+                     f'{fl["head_ms_truncated"]["p50"]:.1f} ms vs fresh '
+                     f'{fl["head_ms_fresh"]["p50"]:.1f} ms (x{fl["ratio_p50"]:.2f})')
+        report['backends'][name] = entry
+        backend.close()
+    if 'torch' in report['backends']:
+        ort_full = report['backends']['onnxruntime']['modes']['full']['latency_ms']['total']
+        pt_full = report['backends']['torch']['modes']['full']['latency_ms']['total']
+        report['torch_over_onnxruntime_p50'] = pt_full['p50'] / ort_full['p50']
+        progress(f'bench: full depth p50: torch eager / onnxruntime = '
+                 f'{report["torch_over_onnxruntime_p50"]:.2f}x')
+    return report
+
+
+def _deviation(actions: list[np.ndarray], reference: list[np.ndarray]) -> dict[str, float]:
+    diff = np.abs(np.stack(actions) - np.stack(reference))
+    return {'mean_abs': float(diff.mean()), 'max_abs': float(diff.max())}
+
+
+def _line(backend: str, mode: str, res: dict) -> str:
+    lat = res['latency_ms']['total']
+    return (f'bench: {backend:<11} {mode:<28} p50 {lat["p50"]:8.1f} ms  p90 {lat["p90"]:8.1f}  '
+            f'p99 {lat["p99"]:8.1f}  compute {res["backbone_compute_fraction"]:.2f}  exits '
+            f'{res["exit_histogram"]}')
+
+
+def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
+    """Latency and exit histograms per backend (matplotlib, headless)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for backend, entry in report['backends'].items():
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        names = list(entry['modes'])
+        p50 = [entry['modes'][n]['latency_ms']['total']['p50'] for n in names]
+        p99 = [entry['modes'][n]['latency_ms']['total']['p99'] for n in names]
+        x = np.arange(len(names))
+        ax1.bar(x - 0.2, p50, 0.4, label='p50')
+        ax1.bar(x + 0.2, p99, 0.4, label='p99')
+        ax1.set_xticks(x, [n.replace('early_exit:', 'ee ') for n in names], rotation=30,
+                       ha='right', fontsize=7)
+        ax1.set_ylabel('latency (ms)')
+        ax1.legend()
+        for n in names:
+            hist = entry['modes'][n]['exit_histogram']
+            ax2.plot([int(k) for k in hist], list(hist.values()), marker='o', label=n)
+        ax2.set_xlabel('exit layer')
+        ax2.set_ylabel('observations')
+        ax2.legend(fontsize=7)
+        fig.suptitle(f'{report["package"]} - {entry["describe"]}')
+        fig.tight_layout()
+        path = out / f'bench_{backend}.png'
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def save_report(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=1) + '\n')

@@ -1,0 +1,256 @@
+"""The policy: observation in, ActionChunk out, with early exit and a deadline.
+
+Modes
+  full        run every segment, then the head once (num_steps Euler steps for flow heads).
+  fixed       stop at `exit_layer`.
+  early_exit  at every exit compute the action and stop when its discrepancy with the
+              previous exit's action is within the calibrated threshold (A1/DeeR). Flow heads
+              use A1's inter-layer truncated flow matching by default: `truncated_steps` Euler
+              steps per exit, warm-started from the previous exit's action, the schedule
+              restarting at the noise end; with truncated=False every exit solves from the same
+              noise with num_steps.
+Deadline (ours): given an absolute deadline on the monotonic clock, the policy skips any next
+segment (plus its head work) that its running-average cost says would end past the deadline,
+and returns the deepest action computed so far, so latency stays within the deadline plus one
+segment at worst. Every exit's action is valid, so there is always one to return after the
+first exit.
+
+Inference-time RTC for flow heads: with `prefix` (the executing plan at this chunk's times and
+its soft-mask weights), each Euler step blends the known prefix, carried to the current flow
+time, into the sample (replacement inpainting). The guided (pseudo-inverse) form needs a
+vector-Jacobian product through the network, which forward-only ONNX/TensorRT graphs do not
+provide.
+Imports numpy (and what the backend imports).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vla_ros.runtime.backends.base import Backend
+from vla_ros.runtime.chunk import ActionChunk
+from vla_ros.runtime.early_exit import METRICS, discrepancy
+from vla_ros.runtime.flow import euler_times, sample_noise
+from vla_ros.runtime.package import ModelPackage
+from vla_ros.runtime.pipeline import ExitPipeline, ModelInputs
+from vla_ros.runtime.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+
+MODES = ('full', 'fixed', 'early_exit')
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    mode: str = 'early_exit'  # falls back to full when the package has no thresholds
+    threshold_set: str | None = None  # None: the package's default set
+    exit_layer: int | None = None  # fixed mode
+    num_steps: int | None = None  # flow steps per full solve (None: the package's)
+    truncated: bool = True  # early exit on flow heads: A1's truncated flow matching
+    truncated_steps: int | None = None
+    seed: int | None = 0  # noise seed; None draws from entropy
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f'policy mode {self.mode!r} is not one of {MODES}')
+        if self.mode == 'fixed' and self.exit_layer is None:
+            raise ValueError('fixed mode needs exit_layer')
+        for name in ('num_steps', 'truncated_steps'):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f'{name} must be >= 1, got {v}')
+
+
+@dataclass
+class Observation:
+    images: dict[str, tuple[np.ndarray, str]]  # camera -> (image, ROS encoding)
+    state: np.ndarray  # raw, in the package's state order
+    instruction: str
+    stamp_s: float  # observation time on the control clock
+    extras: dict = field(default_factory=dict)
+
+
+class Policy:
+    """Owned by one thread (the inference worker), like its backend."""
+
+    def __init__(self, package: ModelPackage, backend: Backend,
+                 config: PolicyConfig | None = None) -> None:
+        self.package = package
+        self.m = m = package.manifest
+        self.backend = backend
+        self.config = config or PolicyConfig()
+        self.pipeline = ExitPipeline(m, backend)
+        self.images = {c.name: ImagePreprocessor(c) for c in m.cameras}
+        self.state_norm = SpaceNormalizer(m.state)
+        self.action_norm = SpaceNormalizer(m.action)
+        self.prompt = PromptBuilder(m.prompt, str(package.path(m.prompt.tokenizer_file)))
+        self.exits = self.pipeline.exits
+        self.rng = np.random.default_rng(self.config.seed)
+        self._segment_ms = np.zeros(len(self.exits))  # running cost per exit, for deadlines
+        self._exit_head_ms = np.zeros(len(self.exits))
+        self._seen = np.zeros(len(self.exits), int)
+        self.set_config(self.config)
+        # Action dims that are deltas from a state entry of the same name.
+        self._delta_map = [(i, m.state.names.index(n)) for i, n in enumerate(m.action.names)
+                           if n in m.state.names]
+
+    def set_config(self, config: PolicyConfig) -> None:
+        """Switches mode or threshold set between calls (validated first)."""
+        ts = None
+        if config.mode == 'early_exit':
+            ts = self.m.threshold_set(config.threshold_set)  # KeyError names the sets
+            if ts is not None and ts.metric not in METRICS:
+                raise ValueError(f'unknown metric {ts.metric}')
+        if config.mode == 'fixed' and config.exit_layer not in self.exits:
+            raise ValueError(f'exit_layer {config.exit_layer} is not an exit of this package '
+                             f'(exits: {list(self.exits)})')
+        self.config = config
+        self.thresholds = ts
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def prepare(self, obs: Observation) -> ModelInputs:
+        images, missing = {}, set()
+        for cam in self.m.cameras:
+            if cam.name in obs.images:
+                img, enc = obs.images[cam.name]
+                images[cam.name] = self.images[cam.name](img, enc)
+            elif cam.required:
+                raise ValueError(f'observation lacks camera {cam.name!r}, which the model '
+                                 'requires')
+            else:
+                images[cam.name] = self.images[cam.name].blank()
+                missing.add(cam.name)
+        ids, mask = self.prompt(obs.instruction, frozenset(missing))
+        state = self.state_norm.normalize(np.asarray(obs.state, np.float64))[None]
+        if not np.all(np.isfinite(state)):
+            raise ValueError('state holds non-finite values')
+        return ModelInputs(images, ids, mask, state)
+
+    def noise(self) -> np.ndarray:
+        kind = self.m.flow.noise if self.m.flow else 'gaussian'
+        return sample_noise(self.rng, (self.m.action.chunk_len, self.m.action.model_dim), kind)
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def infer(self, obs: Observation, deadline_s: float | None = None,
+              prefix: tuple[np.ndarray, np.ndarray] | None = None) -> ActionChunk:
+        """One chunk for one observation. `prefix` = (actions (H, A) in the robot's space,
+        weights (H,)) enables RTC inpainting on flow heads."""
+        t0 = time.perf_counter()
+        inputs = self.prepare(obs)
+        t_pre = (time.perf_counter() - t0) * 1000.0
+        cfg, m = self.config, self.m
+        flow = m.flow is not None
+        run = self.pipeline.start(inputs)
+        mode = cfg.mode if (cfg.mode != 'early_exit' or self.thresholds is not None) else 'full'
+        target = {'full': len(self.exits) - 1,
+                  'fixed': self.exits.index(cfg.exit_layer) if cfg.exit_layer in self.exits
+                  else len(self.exits) - 1}.get(mode, len(self.exits) - 1)
+        every_exit = mode == 'early_exit' or deadline_s is not None
+        truncated = flow and cfg.truncated and every_exit
+        full_steps = cfg.num_steps or (m.flow.num_steps if flow else 1)
+        steps = (cfg.truncated_steps or m.flow.truncated_steps) if truncated else full_steps
+        noise = self.noise() if flow else None
+        guide = self._guidance(prefix, obs) if (prefix is not None and flow) else None
+        action, prev, values, deadline_hit = None, None, [], False
+        for k in range(target + 1):
+            if deadline_s is not None and action is not None:
+                cost = self._segment_ms[k] + self._exit_head_ms[k]
+                if time.monotonic() + cost / 1000.0 > deadline_s:
+                    deadline_hit = True
+                    break
+            ts = time.perf_counter()
+            run.advance()
+            seg_ms = (time.perf_counter() - ts) * 1000.0
+            if not every_exit and k < target:
+                self._learn(k, seg_ms, None)
+                continue
+            th = time.perf_counter()
+            x0 = prev if (truncated and prev is not None) else noise
+            action = self._action(run, x0, steps, guide)
+            self._learn(k, seg_ms, (time.perf_counter() - th) * 1000.0)
+            if mode == 'early_exit' and prev is not None and k < len(self.exits) - 1:
+                names = m.action.dim
+                v = float(discrepancy(action[:, :names], prev[:, :names], self.thresholds.metric))
+                values.append(v)
+                if v <= self.thresholds.values[k - 1]:
+                    break
+            prev = action
+        exit_k = run.index
+        timings = dict(run.timings_ms)
+        timings['preprocess'] = t_pre
+        timings['total'] = (time.perf_counter() - t0) * 1000.0
+        actions = self._to_robot(action, obs.state)
+        return ActionChunk(
+            stamp_s=obs.stamp_s, dt_s=m.action.dt_s, actions=actions,
+            exit_layer=self.exits[exit_k], timings_ms=timings,
+            info={'exit_index': exit_k, 'metric_values': values, 'mode': mode,
+                  'deadline_hit': deadline_hit,
+                  'compute_fraction': (self.exits[exit_k] + 1) / m.exits.num_layers})
+
+    def actions_at_all_exits(self, inputs: ModelInputs, truncated: bool = True,
+                             noise: np.ndarray | None = None) -> list[np.ndarray]:
+        """Every exit's model-space action for one observation (calibration)."""
+        m = self.m
+        flow = m.flow is not None
+        steps = ((self.config.truncated_steps or m.flow.truncated_steps) if truncated
+                 else (self.config.num_steps or m.flow.num_steps)) if flow else 1
+        noise = self.noise() if (flow and noise is None) else noise
+        run = self.pipeline.start(inputs)
+        out, prev = [], None
+        while not run.done:
+            run.advance()
+            x0 = prev if (truncated and prev is not None) else noise
+            prev = run.action(x0, steps)
+            out.append(prev)
+        return out
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _action(self, run, x0, steps, guide) -> np.ndarray:
+        if guide is None or self.m.flow is None:
+            return run.action(x0, steps)
+        # RTC inpainting: before every Euler step, the known prefix, carried along the
+        # straight path from x0 to flow time t, replaces the sample where its weight is 1.
+        known, w = guide[0], guide[1][:, None]
+        noise_at = self.m.flow.noise_at
+        dt = (1 - 2 * noise_at) / steps
+        x0 = np.asarray(x0, np.float32)
+        x = x0
+        for t in euler_times(noise_at, steps):
+            tau = t if noise_at == 0 else 1.0 - t  # progress toward the data
+            x = w * ((1 - tau) * x0 + tau * known) + (1 - w) * x
+            x = run.euler_step(x, t, dt)
+        return (w * known + (1 - w) * x).astype(np.float32)
+
+    def _guidance(self, prefix, obs):
+        actions, weights = prefix
+        known = self.action_norm.normalize(self._from_robot(np.asarray(actions), obs.state))
+        return known.astype(np.float32), np.asarray(weights, np.float32)
+
+    def _learn(self, k: int, seg_ms: float, head_ms: float | None) -> None:
+        # Exponential moving average; the first sample sets it (cold start excluded by the
+        # caller's warm-up).
+        a = 0.2 if self._seen[k] else 1.0
+        self._segment_ms[k] += a * (seg_ms - self._segment_ms[k])
+        if head_ms is not None:
+            self._exit_head_ms[k] += a * (head_ms - self._exit_head_ms[k])
+        self._seen[k] += 1
+
+    def _to_robot(self, action: np.ndarray, state: np.ndarray) -> np.ndarray:
+        out = self.action_norm.denormalize(action)
+        if self.m.action.mode == 'delta':
+            state = np.asarray(state, np.float64)
+            for ai, si in self._delta_map:
+                out[:, ai] += state[si]
+        return out
+
+    def _from_robot(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        out = np.array(actions, np.float64)
+        if self.m.action.mode == 'delta':
+            state = np.asarray(state, np.float64)
+            for ai, si in self._delta_map:
+                out[:, ai] -= state[si]
+        return out
