@@ -85,3 +85,28 @@ def edit_manifest(root: Path, fn) -> None:
 @pytest.fixture
 def manifest() -> dict:
     return copy.deepcopy(manifest_dict())
+
+
+@pytest.fixture(scope='session')
+def exported(tmp_path_factory):
+    """Every tiny family exported once per test session, with its checkpoint:
+    name -> (model, package, checkpoint dir)."""
+    import torch
+    from families import WORDS, export_spec, tiny_configs
+
+    from vla_ros.export.checkpoint import save_checkpoint
+    from vla_ros.export.exporter import export_package
+    from vla_ros.export.tokenizer import word_tokenizer
+    from vla_ros.model.vla import VLA
+
+    out = {}
+    root = tmp_path_factory.mktemp('packages')
+    for name, cfg in tiny_configs().items():
+        torch.manual_seed(0)
+        model = VLA(cfg).eval()
+        tok = word_tokenizer(WORDS, cfg.lm.vocab_size)
+        spec = export_spec(name)
+        pkg = export_package(model, root / name, spec, tok, progress=lambda _: None)
+        ckpt = save_checkpoint(root / f'{name}-ckpt', model, spec, tok)
+        out[name] = (model, pkg, ckpt)
+    return out

@@ -9,39 +9,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from families import tiny_configs
+from families import JOINTS, export_spec, tiny_configs
 
 from vla_ros.export.exporter import ExportError, ExportSpec, export_package
 from vla_ros.export.tokenizer import word_tokenizer
 from vla_ros.model.vla import VLA
 from vla_ros.runtime.backends import load_backend
-from vla_ros.runtime.manifest import Normalization
 from vla_ros.runtime.package import load_package
 from vla_ros.runtime.pipeline import ExitPipeline, ModelInputs
 
 CONFIGS = tiny_configs()
-JOINTS = tuple(f'joint{i}' for i in range(1, 6))  # 5 of the 6 model dims: one is padding
-
-
-def _spec(name: str) -> ExportSpec:
-    stats = {'min': [-1.0] * 5, 'max': [2.0] * 5}
-    return ExportSpec(name=name, state_names=JOINTS, action_names=JOINTS, dt_s=0.1,
-                      state_norm=Normalization('bounds', stats),
-                      action_norm=Normalization('bounds', stats), precisions=('fp32', 'fp16'))
-
-
-@pytest.fixture(scope='session')
-def exported(tmp_path_factory):
-    """Every tiny family, exported once per test session: name -> (model, package)."""
-    out = {}
-    root = tmp_path_factory.mktemp('packages')
-    for name, cfg in CONFIGS.items():
-        torch.manual_seed(0)
-        model = VLA(cfg).eval()
-        tok = word_tokenizer(['pick', 'up', 'the', 'cube'], cfg.lm.vocab_size)
-        pkg = export_package(model, root / name, _spec(name), tok, progress=lambda _: None)
-        out[name] = (model, pkg)
-    return out
 
 
 def _inputs(model: VLA, seed: int):
@@ -55,7 +32,7 @@ def _inputs(model: VLA, seed: int):
 @pytest.mark.parametrize('warm_start', [False, True], ids=['fresh-noise', 'warm-start'])
 @pytest.mark.parametrize('name', list(CONFIGS))
 def test_package_matches_torch_at_every_exit(exported, name, warm_start):
-    model, pkg = exported[name]
+    model, pkg, _ = exported[name]
     cfg = model.cfg
     obs, inputs = _inputs(model, seed=5)
     noise = torch.randn(1, cfg.chunk_len, cfg.action_dim, generator=torch.Generator()
@@ -75,7 +52,7 @@ def test_package_matches_torch_at_every_exit(exported, name, warm_start):
 
 @pytest.mark.parametrize('name', list(CONFIGS))
 def test_no_weight_is_stored_in_two_graphs(exported, name):
-    model, pkg = exported[name]
+    model, pkg, _ = exported[name]
 
     def digest(a: np.ndarray) -> str:
         return hashlib.sha256(np.ascontiguousarray(a, np.float32).tobytes()).hexdigest()
@@ -107,7 +84,7 @@ def test_no_weight_is_stored_in_two_graphs(exported, name):
     ('edgevla', {'vision', 'embed', 'segment', 'head'}),
 ])
 def test_graphs_are_split_at_the_exits(exported, name, roles):
-    model, pkg = exported[name]
+    model, pkg, _ = exported[name]
     m = load_package(pkg.root).manifest  # full validation, hashes included
     assert {g.role for g in m.graphs} == roles
     segs = sorted(m.graphs_with_role('segment'), key=lambda g: g.layers)
@@ -126,7 +103,7 @@ def test_manifest_carries_spaces_normalization_and_flow_convention(exported):
 
 @pytest.mark.parametrize('name', ['evo1', 'vla_adapter'])
 def test_fp16_variant_runs_and_stays_close_to_fp32(exported, name):
-    model, pkg = exported[name]
+    model, pkg, _ = exported[name]
     _, inputs = _inputs(model, seed=2)
     noise = np.zeros((model.cfg.chunk_len, model.cfg.action_dim), np.float32)
     acts = {}
@@ -142,7 +119,7 @@ def test_export_refuses_a_non_empty_directory(tmp_path):
     (tmp_path / 'old.txt').write_text('x')
     model = VLA(CONFIGS['edgevla'])
     with pytest.raises(ExportError, match='not empty'):
-        export_package(model, tmp_path, _spec('x'), word_tokenizer([], 64),
+        export_package(model, tmp_path, export_spec('x'), word_tokenizer([], 64),
                        progress=lambda _: None)
 
 

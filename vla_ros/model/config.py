@@ -216,5 +216,5 @@ class VLAConfig:
         base = VLAConfig(family=family, lm=lm, vision=vision, head=head,
                          cameras=('scene', 'wrist'), state_dim=6, action_dim=6,
                          chunk_len=1 if family == 'edgevla' else 4, text_len=6,
-                         exit_layers=(1, 3))
+                         exit_layers=(1, 2, 3))
         return replace(base, **overrides)

@@ -1,0 +1,30 @@
+"""`vla-ros bench PKG`: the report a user reads (run on a tiny package; no timing asserts)."""
+
+import json
+
+from vla_ros.cli import main
+from vla_ros.runtime.bench import BenchConfig, bench_package, write_plots
+
+
+def test_bench_reports_stages_exits_and_the_torch_ratio(exported, tmp_path):
+    _, pkg, ckpt = exported['evo1']
+    cfg = BenchConfig(warmup=1, runs=3, deadline_ms=1000.0, torch_checkpoint=str(ckpt))
+    report = bench_package(pkg, cfg, progress=lambda _: None)
+    ort = report['backends']['onnxruntime']
+    full = ort['modes']['full']
+    assert set(full['latency_ms']) == {'preprocess', 'vision', 'embed', 'segment', 'head',
+                                       'total'}
+    assert full['exit_histogram'] == {'3': 3} and full['backbone_compute_fraction'] == 1.0
+    assert ort['modes']['deadline']['deadline_ms'] == 1000.0
+    assert ort['flow_truncation']['truncated_steps'] == 2
+    assert 'torch' in report['backends'] and report['torch_over_onnxruntime_p50'] > 0
+    paths = write_plots(report, tmp_path / 'plots')
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_bench_cli_prints_json(exported, capsys):
+    pkg = exported['vla_adapter'][1]
+    assert main(['bench', str(pkg.root), '--json', '--runs', '2', '--warmup', '0']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['package'] == 'vla_adapter'
+    assert 'flow_truncation' not in report['backends']['onnxruntime']
