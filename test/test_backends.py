@@ -29,10 +29,13 @@ def test_missing_gpu_provider_is_a_clear_error(exported):
         load_backend(exported['evo1'][1], device='cuda')
 
 
-def test_ort_backend_honours_the_thread_count(exported):
-    be = load_backend(exported['edgevla'][1], threads=1)
-    sess = next(iter(be.sessions.values()))
-    assert sess.get_session_options().intra_op_num_threads == 1
+def test_ort_sessions_share_one_thread_pool(exported):
+    be = load_backend(exported['edgevla'][1], spin=False)
+    for sess in be.sessions.values():
+        opts = sess.get_session_options()
+        assert not opts.use_per_session_threads
+        assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+    assert f'{be.threads} threads' in be.describe()
 
 
 @pytest.mark.parametrize('name', ['evo1', 'a1', 'vla_adapter', 'a1_regression'])

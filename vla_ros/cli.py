@@ -56,6 +56,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--no-verify', action='store_true',
                    help='skip checking each graph against torch in ONNX Runtime')
     p.add_argument('--name', help='package name (default: from the checkpoint)')
+    p.add_argument('--save-checkpoint', metavar='DIR',
+                   help='with --preset: also write the random-weight checkpoint (for torch '
+                   'side-by-side benchmarks)')
 
 
 @command('export', 'export a checkpoint to a model package (ONNX graphs + manifest)')(
@@ -74,6 +77,10 @@ def _export(args: argparse.Namespace) -> int:
         model, spec, tok = (random_init(args.preset) if args.preset
                             else load_checkpoint(args.source))
         spec = replace(spec, precisions=tuple(args.precision), name=args.name or spec.name)
+        if args.save_checkpoint:
+            from vla_ros.export.checkpoint import save_checkpoint
+
+            save_checkpoint(args.save_checkpoint, model, spec, tok)
         export_package(model, args.out, spec, tok, verify=not args.no_verify)
     except (ExportError, FileNotFoundError, ValueError) as e:
         print(f'vla-ros export: {e}', file=sys.stderr)

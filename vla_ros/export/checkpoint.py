@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vla_ros.export.exporter import ExportSpec
-from vla_ros.model.config import VLAConfig
+from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
 from vla_ros.model.vla import VLA
 from vla_ros.runtime.manifest import Normalization
 
@@ -79,6 +79,18 @@ def random_init(preset: str, seed: int = 0) -> tuple[VLA, ExportSpec, object]:
         # H = 50, A = 24, 3 views; the prompt pads to 1024 tokens like Evo-1's.
         'evo1-full': replace(VLAConfig.evo1(), text_len=256,
                              exit_layers=(1, 3, 5, 7, 9, 11, 13)),
+        # A mid-size Evo-1 shape (~60 M parameters) that runs in well under a second on a
+        # 2-core CPU: the package for CPU benchmarks.
+        'evo1-mid': VLAConfig(
+            family='evo1',
+            lm=LMConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
+                        intermediate_size=1408, vocab_size=32000),
+            vision=VisionConfig('internvit', image_size=224, patch_size=14, hidden_size=384,
+                                num_layers=6, num_heads=6, intermediate_size=1536),
+            head=HeadConfig(type='flow_dit', num_layers=4, num_heads=8, intermediate_size=2048,
+                            state_hidden=512),
+            cameras=('scene', 'wrist'), state_dim=8, action_dim=8, chunk_len=20, text_len=64,
+            exit_layers=(1, 3, 5, 7)),
     }
     if preset not in presets:
         raise ValueError(f'unknown preset {preset!r}; presets: {sorted(presets)}')

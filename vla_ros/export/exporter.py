@@ -113,7 +113,10 @@ def _export_one(plan: GraphPlan, path: Path) -> None:
 def _verify(plan: GraphPlan, path: Path, atol: float) -> float:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    from vla_ros.runtime.backends.ort import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(None),
+                                providers=['CPUExecutionProvider'])
     feeds = {k: v.numpy() for k, v in plan.inputs.items()}
     got = sess.run(plan.outputs, feeds)
     err = 0.0
