@@ -110,3 +110,52 @@ def exported(tmp_path_factory):
         ckpt = save_checkpoint(root / f'{name}-ckpt', model, spec, tok)
         out[name] = (model, pkg, ckpt)
     return out
+
+
+ROBOT_NAMES = {
+    'xarm6': tuple(f'joint{i}' for i in range(1, 7)),
+    'fr3': tuple(f'fr3_joint{i}' for i in range(1, 8)),
+    'ur5e': ('shoulder_pan_joint', 'shoulder_lift_joint', 'elbow_joint', 'wrist_1_joint',
+             'wrist_2_joint', 'wrist_3_joint'),
+    'agibot_g1': tuple(f'idx2{i}_arm_l_joint{i}' for i in range(1, 8))
+    + tuple(f'idx6{i}_arm_r_joint{i}' for i in range(1, 8)) + ('left_gripper', 'right_gripper'),
+}
+
+
+@pytest.fixture(scope='session')
+def robot_packages(tmp_path_factory):
+    """A tiny Evo-1-shaped package (16-wide spaces) exported once, and a copy per robot whose
+    manifest names that robot's joints: robot -> package directory."""
+    import shutil
+    from dataclasses import replace
+
+    import torch
+
+    from vla_ros.export.exporter import ExportSpec, export_package
+    from vla_ros.export.tokenizer import word_tokenizer
+    from vla_ros.model.config import VLAConfig
+    from vla_ros.model.vla import VLA
+    from vla_ros.runtime.manifest import ActionSpec, Normalization, SpaceSpec
+    from vla_ros.runtime.package import load_package, update_manifest
+
+    root = tmp_path_factory.mktemp('robot_packages')
+    torch.manual_seed(0)
+    cfg = replace(VLAConfig.tiny('evo1'), state_dim=16, action_dim=16)
+    base = export_package(VLA(cfg).eval(), root / 'base', ExportSpec(
+        name='tiny', state_names=('a',), action_names=('a',), dt_s=0.1),
+        word_tokenizer(['pick', 'up', 'the', 'red', 'block'], 64), progress=lambda _: None)
+    out = {}
+    for robot, names in ROBOT_NAMES.items():
+        shutil.copytree(base.root, root / robot)
+        pkg = load_package(root / robot)
+        m = pkg.manifest
+        n = len(names)
+        # Small actions around zero: every robot's joint range contains them.
+        norm = Normalization('bounds', {'min': (-0.3,) * n, 'max': (0.3,) * n})
+        m = replace(m, name=f'tiny-{robot}',
+                    state=SpaceSpec(names, 16, Normalization()),
+                    action=ActionSpec(names, 16, norm, chunk_len=m.action.chunk_len,
+                                      dt_s=0.1, mode='absolute'))
+        update_manifest(pkg, m)
+        out[robot] = root / robot
+    return out

@@ -114,6 +114,14 @@ class ActionQueue:
             self._last_chunk = chunk
             return MergeReport(latency, dropped, jump_p, jump_v, stale=False)
 
+    def set_strategy(self, strategy: str | MergeStrategy) -> None:
+        """Takes effect at the next merge; the executing plan is kept."""
+        new = make_strategy(strategy) if isinstance(strategy, str) else strategy
+        with self._lock:
+            self.strategy = new
+            if not new.keeps_history:
+                self._live = []
+
     def clear(self) -> None:
         """Drops the plan (e.g. on deactivate or e-stop); the next chunk starts afresh."""
         with self._lock:

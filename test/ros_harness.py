@@ -1,0 +1,128 @@
+"""Real rclpy graphs for tests: a private Context, a MultiThreadedExecutor on a thread, a
+camera publisher, and helpers to call services and set parameters like `ros2` does."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from vla_ros.ros.conversions import numpy_to_image
+
+
+class RosHarness:
+    """The node under test spins in a MultiThreadedExecutor as in production; the test's own
+    nodes (cameras, sim robot) each spin in their own executor thread, so a busy node under
+    test cannot starve the inputs it is being fed (as separate processes would not)."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executors = [self.executor]
+        self.nodes = []
+        self._threads = [threading.Thread(target=_spin, args=(self.executor,), daemon=True)]
+        self._threads[0].start()
+        self.io = Node('test_io', context=self.context)
+        self.add(self.io, own_executor=True)
+        self.camera_on = threading.Event()
+        self.camera_on.set()
+        self.frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        self.malformed = False
+
+    def add(self, node, own_executor: bool = False) -> None:
+        if own_executor:
+            ex = SingleThreadedExecutor(context=self.context)
+            ex.add_node(node)
+            self.executors.append(ex)
+            t = threading.Thread(target=_spin, args=(ex,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        else:
+            self.executor.add_node(node)
+        self.nodes.append(node)
+
+    def start_cameras(self, names=('scene', 'wrist'), rate_hz: float = 30.0) -> None:
+        pubs = {c: self.io.create_publisher(Image, f'/camera/{c}/image_raw', 10) for c in names}
+
+        def publish() -> None:
+            if not self.camera_on.is_set():
+                return
+            for p in pubs.values():
+                msg = Image()
+                if self.malformed:  # an encoding the node does not take
+                    msg.encoding, msg.height, msg.width, msg.step = '16UC1', 48, 64, 128
+                    msg.data = bytes(48 * 128)
+                else:
+                    numpy_to_image(self.frame, 'rgb8', msg)
+                msg.header.stamp = self.io.get_clock().now().to_msg()
+                p.publish(msg)
+
+        self.io.create_timer(1.0 / rate_hz, publish)
+
+    def collect(self, msg_type, topic: str, qos: int = 10) -> list:
+        got: list = []
+        self.io.create_subscription(msg_type, topic, got.append, qos)
+        return got
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        cli = self.io.create_client(srv_type, name)
+        assert cli.wait_for_service(timeout_sec=timeout), f'{name} not available'
+        fut = cli.call_async(request)
+        assert wait_for(fut.done, timeout), f'{name} did not answer'
+        return fut.result()
+
+    def set_params(self, node: str, **values):
+        """What `ros2 param set` does: SetParameters on the node's service."""
+        msgs = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        req = SetParameters.Request(parameters=[ParameterMsg(name=m.name, value=m.value)
+                                                for m in msgs])
+        return self.call(SetParameters, f'/{node}/set_parameters', req).results
+
+    def close(self) -> None:
+        for n in self.nodes:
+            worker = getattr(n, 'worker', None)
+            if worker is not None:
+                worker.stop(timeout_s=10.0)
+        for ex in self.executors:
+            ex.shutdown(timeout_sec=5)
+        for n in self.nodes:
+            n.destroy_node()
+        rclpy.shutdown(context=self.context)
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def _spin(executor) -> None:
+    # An exception escaping a callback ends spin(): report it loudly, it is a bug.
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+        raise
+
+
+def wait_for(predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(period)
+    return bool(predicate())

@@ -1,0 +1,97 @@
+"""Every parameter of the vla_policy node, declared in one place with its type, default,
+description, range or choices, and whether it can change while the node runs.
+
+Dynamic parameters are validated in the node's set-parameters callback (a bad value is
+rejected with the reason in the SetParameters result); read-only ones need a reconfigure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vla_ros.adapters.robots import ROBOTS
+from vla_ros.runtime.merge import RTC_SCHEDULES, STRATEGIES
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False
+    choices: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None  # inclusive
+
+    def check(self, value: Any) -> str:
+        """'' if acceptable, else the reason."""
+        if self.choices and value not in self.choices:
+            return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
+        if self.range is not None and not self.range[0] <= value <= self.range[1]:
+            return f'{self.name} must be within [{self.range[0]}, {self.range[1]}], got {value}'
+        return ''
+
+
+PARAMS: tuple[Param, ...] = (
+    Param('model_path', '', 'Model package directory. Setting it while active hot-swaps the '
+          'model: validated at once, loaded in the background, swapped at a chunk boundary.',
+          dynamic=True),
+    Param('robot', 'xarm6', 'Robot type (joint names, limits, controllers).',
+          choices=tuple(sorted(ROBOTS))),
+    Param('controller', '', 'Controller to command; empty = the robot\'s default.'),
+    Param('command_topic', '', 'Override of the controller\'s command topic.'),
+    Param('joint_states_topic', '/joint_states', 'sensor_msgs/JointState input.'),
+    Param('camera_names', ['scene', 'wrist'], 'Model camera slots fed by camera_topics.'),
+    Param('camera_topics', ['/camera/scene/image_raw', '/camera/wrist/image_raw'],
+          'Image topics, one per camera_names entry; topics ending in /compressed are '
+          'sensor_msgs/CompressedImage.'),
+    Param('instruction', '', 'Language instruction (also settable on ~/instruction).',
+          dynamic=True),
+    Param('control_rate_hz', 100.0, 'Rate of streamed setpoints and safety checks.',
+          range=(1.0, 1000.0)),
+    Param('trajectory_rate_hz', 10.0, 'Rate of JointTrajectory updates for trajectory '
+          'controllers.', range=(0.5, 100.0)),
+    Param('max_staleness_ms', 200.0, 'Hold when a camera or the joint states are older.',
+          dynamic=True, range=(1.0, 10000.0)),
+    Param('max_camera_skew_ms', 100.0, 'Largest stamp difference between cameras in one '
+          'observation.', dynamic=True, range=(0.0, 10000.0)),
+    Param('hold_on_stale_inference', True, 'Hold when the action queue runs dry.',
+          dynamic=True),
+    Param('policy_mode', 'early_exit', 'full | fixed | early_exit.', dynamic=True,
+          choices=('full', 'fixed', 'early_exit')),
+    Param('threshold_set', '', 'Early-exit threshold set; empty = the package default.',
+          dynamic=True),
+    Param('exit_layer', -1, 'Exit layer for fixed mode.', dynamic=True),
+    Param('deadline_ms', 0.0, 'Inference deadline (0 = none): return the deepest action '
+          'ready by then.', dynamic=True, range=(0.0, 10000.0)),
+    Param('merge_strategy', 'rtc_blend', 'How a new chunk merges with the executing one.',
+          dynamic=True, choices=STRATEGIES),
+    Param('rtc_schedule', 'exp', 'Soft-mask schedule of rtc_blend.', dynamic=True,
+          choices=RTC_SCHEDULES),
+    Param('interpolation', 'linear', 'Between actions: linear | cubic.',
+          choices=('linear', 'cubic')),
+    Param('latency_compensation', True, 'Drop the part of a chunk already in the past.',
+          dynamic=True),
+    Param('request_fraction', 0.5, 'Infer again when the plan left, after the expected delay, '
+          'is at most this fraction of a chunk.', dynamic=True, range=(0.0, 1.0)),
+    Param('speed_scale', 0.5, 'Fraction of the velocity limits the filter allows.',
+          dynamic=True, range=(0.01, 1.0)),
+    Param('acceleration_scale', 1.0, 'Fraction of the acceleration limits.', dynamic=True,
+          range=(0.01, 1.0)),
+    Param('position_margin', 0.02, 'Distance kept from joint limits (rad or m).',
+          range=(0.0, 0.5)),
+    Param('backend', 'onnxruntime', 'onnxruntime | tensorrt.',
+          choices=('onnxruntime', 'tensorrt')),
+    Param('device', 'cpu', 'onnxruntime device: cpu | cuda | tensorrt.',
+          choices=('cpu', 'cuda', 'tensorrt')),
+    Param('precision', 'fp32', 'fp32 | fp16.', choices=('fp32', 'fp16')),
+    Param('threads', 0, 'Inference threads (0 = all cores).', range=(0, 256)),
+    Param('qos_reliable_sensors', False, 'Subscribe to cameras and joint states RELIABLE '
+          'instead of sensor-data QoS (BEST_EFFORT, keep last 1).'),
+    Param('autostart', False, 'Configure and activate on start (without a lifecycle '
+          'manager).'),
+    Param('engage_on_activate', False, 'Engage at activation instead of waiting for '
+          '~/engage.'),
+)
+
+BY_NAME = {p.name: p for p in PARAMS}
