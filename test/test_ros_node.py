@@ -109,7 +109,7 @@ def test_hot_swap_to_a_good_package_keeps_commanding(ros, robot_packages, tmp_pa
     result = ros.set_params('vla_policy', model_path=str(other))[0]
     assert result.successful, result.reason
     assert wait_for(lambda: node._swap['state'] == 'swapped', 30), node._swap
-    assert node.worker.stats.swaps == 1 and str(node.package.root) == str(other)
+    assert node.worker.stats.swaps == 1 and node.model_path == str(other)
     n = len(got)
     assert wait_for(lambda: len(got) > n + 3, 10)
     # Loading competes for the cores; a brief hold while the plan runs dry is allowed, but
@@ -122,7 +122,7 @@ def test_hot_swap_rejects_an_incompatible_package_with_the_reason(ros, robot_pac
     result = ros.set_params('vla_policy', model_path=str(robot_packages['ur5e']))[0]
     assert not result.successful
     assert 'shoulder_pan_joint' in result.reason and 'joint1' in result.reason
-    assert node.package.root == robot_packages['xarm6']
+    assert node.model_path == str(robot_packages['xarm6'])
 
 
 def test_hot_swap_rejects_a_directory_without_a_manifest(ros, robot_packages, tmp_path):

@@ -89,7 +89,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('target', help="'queue' for the chunk-execution bench, or a model package")
+    p.add_argument('target', help="a model package; 'queue' for the chunk-execution bench; "
+                   "'node' for the ROS node under load (with --model)")
     p.add_argument('--json', action='store_true', help='print machine-readable JSON')
     p.add_argument('--out', help='also write the JSON to this file')
     k = p.add_argument_group('package bench')
@@ -106,6 +107,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     k.add_argument('--torch-checkpoint', help='also run torch eager of the same weights')
     k.add_argument('--data', help='observation set (.npz) instead of synthetic frames')
     k.add_argument('--plots', help='write latency and exit histograms (PNG) here')
+    n = p.add_argument_group('node bench')
+    n.add_argument('--model', help='package the node serves')
+    n.add_argument('--robot', default='xarm6')
+    n.add_argument('--controller', default='')
+    n.add_argument('--control-rate-hz', type=float, default=100.0)
+    n.add_argument('--swap-to', help='package to hot-swap to after the timed run')
+    n.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
+                   help='vla_policy parameter (repeatable), e.g. control_rt_priority=50')
     q = p.add_argument_group('queue bench')
     q.add_argument('--latency-ms', type=float, default=150.0, help='injected latency')
     q.add_argument('--jitter-ms', type=float, default=30.0, help='std of the latency jitter')
@@ -118,6 +127,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
+    if args.target == 'node':
+        return _bench_node(args)
     if args.target != 'queue':
         return _bench_package(args)
     from vla_ros.runtime.queue_bench import QueueBenchConfig, format_table, run_bench, summarize
@@ -131,6 +142,35 @@ def _bench(args: argparse.Namespace) -> int:
         with open(args.out, 'w', encoding='utf-8') as f:
             f.write(text + '\n')
     print(text if args.json else format_table(summary))
+    return 0
+
+
+def _bench_node(args: argparse.Namespace) -> int:
+    import json
+
+    from vla_ros.ros.node_bench import run_node_bench
+
+    if not args.model:
+        print('vla-ros bench node: --model PACKAGE is required', file=sys.stderr)
+        return 2
+    import yaml
+
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition('=')
+        if not sep:
+            print(f'vla-ros bench node: --param {item!r} is not NAME=VALUE', file=sys.stderr)
+            return 2
+        params[name] = yaml.safe_load(value)
+    report = run_node_bench(args.model, args.robot, args.controller, args.duration_s,
+                            args.control_rate_hz, args.swap_to, params=params,
+                            progress=(lambda _: None) if args.json else print)
+    text = json.dumps(report, indent=1)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            f.write(text + '\n')
+    if args.json:
+        print(text)
     return 0
 
 

@@ -86,6 +86,10 @@ PARAMS: tuple[Param, ...] = (
           choices=('cpu', 'cuda', 'tensorrt')),
     Param('precision', 'fp32', 'fp32 | fp16.', choices=('fp32', 'fp16')),
     Param('threads', 0, 'Inference threads (0 = all cores).', range=(0, 256)),
+    Param('control_rt_priority', 0, 'SCHED_FIFO priority of the control thread (0 = normal '
+          'scheduling; needs an rtprio limit or CAP_SYS_NICE).', range=(0, 99)),
+    Param('inference_process', True, 'Run the model in its own process (lower priority) so '
+          'inference never holds the GIL the control loop needs.'),
     Param('qos_reliable_sensors', False, 'Subscribe to cameras and joint states RELIABLE '
           'instead of sensor-data QoS (BEST_EFFORT, keep last 1).'),
     Param('autostart', False, 'Configure and activate on start (without a lifecycle '

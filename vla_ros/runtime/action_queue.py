@@ -187,3 +187,8 @@ class ActionQueue:
     def chunks_merged(self) -> int:
         with self._lock:
             return self._chunks_merged
+
+    @property
+    def last_chunk(self) -> ActionChunk | None:
+        with self._lock:
+            return self._last_chunk

@@ -95,6 +95,12 @@ class Policy:
         self._delta_map = [(i, m.state.names.index(n)) for i, n in enumerate(m.action.names)
                            if n in m.state.names]
 
+    def describe(self) -> str:
+        return self.backend.describe()
+
+    def close(self) -> None:
+        self.backend.close()
+
     def set_config(self, config: PolicyConfig) -> None:
         """Switches mode or threshold set between calls (validated first)."""
         ts = None

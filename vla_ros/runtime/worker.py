@@ -23,7 +23,7 @@ import numpy as np
 
 from vla_ros.runtime.action_queue import ActionQueue, MergeReport
 from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.policy import Observation, Policy
+from vla_ros.runtime.policy import Observation, Policy  # or a PolicyProcess
 from vla_ros.runtime.scheduling import LatencyEstimator, RequestPolicy
 
 log = logging.getLogger('vla_ros.worker')
@@ -47,7 +47,8 @@ class InferenceWorker:
                  on_chunk: Callable[[ActionChunk, MergeReport], None] | None = None,
                  on_fault: Callable[[str], None] | None = None,
                  deadline_ms: float | None = None, rtc_prefix: bool = False,
-                 idle_sleep_s: float = 0.002) -> None:
+                 idle_sleep_s: float = 0.005, retry_sleep_s: float = 0.02,
+                 failure_backoff_s: float = 0.5) -> None:
         self.policy = policy
         self.queue = queue
         self.clock = clock  # control clock, seconds (the node's clock)
@@ -58,6 +59,8 @@ class InferenceWorker:
         self.deadline_ms = deadline_ms
         self.rtc_prefix = rtc_prefix
         self.idle_sleep_s = idle_sleep_s
+        self.retry_sleep_s = retry_sleep_s
+        self.failure_backoff_s = failure_backoff_s
         self.latency = LatencyEstimator()
         self.stats = WorkerStats(model_name=policy.m.name)
         self.latencies_ms: deque[float] = deque(maxlen=200)
@@ -142,12 +145,14 @@ class InferenceWorker:
             if not self.request.should_request(now, self.queue.remaining_s(now),
                                                self.latency.estimate_s(), span,
                                                self._last_request):
-                time.sleep(self.idle_sleep_s)
+                self._stop.wait(self.idle_sleep_s)
                 continue
             obs = self.observe()
             if obs is None:
+                # Inputs not ready: retry at the pace of camera frames, not in a busy loop
+                # that would take the GIL from the control loop.
                 self.stats.skipped += 1
-                time.sleep(self.idle_sleep_s)
+                self._stop.wait(self.retry_sleep_s)
                 continue
             self._last_request = now
             self._infer(obs)
@@ -173,6 +178,7 @@ class InferenceWorker:
             self.stats.last_error = f'{type(e).__name__}: {e}'
             log.error('inference failed: %s', self.stats.last_error)
             self.on_fault(self.stats.last_error)
+            self._stop.wait(self.failure_backoff_s)  # a broken backend fails fast: no spin
             return
         if not report.stale:
             self.latency.add(report.latency_s)

@@ -36,6 +36,12 @@ class SimArm:
     def names(self) -> tuple[str, ...]:
         return self.spec.joint_names
 
+    def gripper_state(self) -> tuple[list[str], list[float]]:
+        """Gripper joints the driver reports but the arm controller does not command (held
+        open: the gripper action servers are not simulated)."""
+        extra = [g for g in self.spec.grippers if g.joint not in self.names]
+        return [g.joint for g in extra], [g.joint_open for g in extra]
+
     def command_positions(self, positions) -> None:
         p = np.asarray(positions, float)
         if p.shape != self.position.shape or not np.all(np.isfinite(p)):

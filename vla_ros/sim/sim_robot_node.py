@@ -71,8 +71,9 @@ class SimRobotNode(Node):
         self.arm.step(now, max(now - self._last, 1e-4))
         self._last = now
         pos, vel = self.arm.state()
-        msg = JointState(name=list(self.arm.names), position=pos.tolist(),
-                         velocity=vel.tolist())
+        g_names, g_pos = self.arm.gripper_state()
+        msg = JointState(name=list(self.arm.names) + g_names, position=pos.tolist() + g_pos,
+                         velocity=vel.tolist() + [0.0] * len(g_pos))
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)
 
@@ -88,3 +89,7 @@ def main(args=None) -> None:
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,77 @@
+"""The policy in a child process: same results, clear errors, a dead child is a fault."""
+
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from vla_ros.runtime.action_queue import ActionQueue
+from vla_ros.runtime.backends import BackendError, load_backend
+from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+from vla_ros.runtime.policy_process import PolicyProcess
+from vla_ros.runtime.worker import InferenceWorker
+
+
+def _obs(m) -> Observation:
+    rng = np.random.default_rng(1)
+    return Observation({c.name: (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), 'rgb8')
+                        for c in m.cameras}, rng.uniform(-1, 1, m.state.dim), 'pick up',
+                       time.monotonic())
+
+
+def test_child_process_gives_the_same_chunk_as_in_process(exported):
+    pkg = exported['evo1'][1]
+    cfg = PolicyConfig(mode='full', seed=4)
+    proc = PolicyProcess(str(pkg.root), config=cfg, warmup=0)
+    try:
+        obs = _obs(pkg.manifest)
+        remote = proc.infer(obs)
+        local = Policy(pkg, load_backend(pkg), cfg).infer(obs)
+        np.testing.assert_allclose(remote.actions, local.actions, atol=1e-6)
+        assert remote.exit_layer == local.exit_layer and 'process' in proc.describe()
+    finally:
+        proc.close()
+
+
+def test_a_package_that_fails_to_load_is_reported(exported, tmp_path):
+    bad = tmp_path / 'bad'
+    shutil.copytree(exported['evo1'][1].root, bad)
+    (bad / 'tokenizer.json').write_text('{}')
+    with pytest.raises(BackendError, match='hash_mismatch|bytes'):
+        PolicyProcess(str(bad), warmup=0)
+
+
+def test_a_dead_child_is_a_backend_error(exported):
+    pkg = exported['edgevla'][1]
+    proc = PolicyProcess(str(pkg.root), warmup=0)
+    os.kill(proc._proc.pid, signal.SIGKILL)
+    proc._proc.join(5)
+    with pytest.raises(BackendError, match='ended'):
+        proc.infer(_obs(pkg.manifest))
+    proc.close()
+
+
+def test_the_worker_survives_a_dead_child_and_reports_faults(exported):
+    pkg = exported['edgevla'][1]
+    proc = PolicyProcess(str(pkg.root), warmup=0)
+    faults = []
+    worker = InferenceWorker(proc, ActionQueue(pkg.manifest.action.dim), time.monotonic,
+                             lambda: _obs(pkg.manifest), on_fault=faults.append,
+                             failure_backoff_s=0.05)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while worker.stats.inferences < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.stats.inferences >= 2
+        os.kill(proc._proc.pid, signal.SIGKILL)
+        while len(faults) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(faults) >= 2 and 'ended' in faults[-1]
+        assert worker.running
+    finally:
+        assert worker.stop(timeout_s=5)
+        proc.close()
