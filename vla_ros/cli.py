@@ -230,6 +230,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--out', default='out/demo', help='output folder')
+    p.add_argument('--duration-s', type=float, default=15.0, help='closed-loop run time')
+    p.add_argument('--model', help='package to serve (default: models/default)')
+    p.add_argument('--instruction', default='push the red block to the left')
+
+
+@command('demo', 'run the closed loop under the full ROS pipeline and report')(_demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    from vla_ros.demo import run_demo
+
+    run_demo(args.out, args.duration_s, args.model, args.instruction)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
     parser = argparse.ArgumentParser(

@@ -89,7 +89,19 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
         node.e2e_ms.clear()
         missed0 = node._missed_ticks
         inferences0 = node.worker.stats.inferences
-        time.sleep(duration_s)
+        t0 = time.monotonic()
+        node.worker.stats.exit_counts.clear()
+        while time.monotonic() - t0 < duration_s:
+            time.sleep(min(1.0, duration_s - (time.monotonic() - t0)))
+            w = node.worker
+            lat = list(w.latencies_ms)[-20:]
+            cmd = node._last_cmd
+            why = f' ({cmd.reason})' if cmd and cmd.reason else ''
+            progress(f'  t={time.monotonic() - t0:4.1f} s  inference {w.inference_hz():4.1f} Hz'
+                     f'  latency {np.median(lat) if lat else 0:5.0f} ms  exit layer '
+                     f'{w.stats.last_exit_layer}  plan left '
+                     f'{node.queue.remaining_s(node.now_s()):.2f} s  safety '
+                     f'{cmd.state if cmd else "-"}{why}')
         ticks = np.array(node._ticks)
         periods = np.diff(ticks) * 1000.0
         nominal = 1000.0 / control_rate_hz
@@ -103,7 +115,14 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
             'inferences': node.worker.stats.inferences - inferences0,
             'inference_hz': node.worker.inference_hz(),
             'safety_state': node._last_cmd.state if node._last_cmd else 'none',
+            'exit_histogram': {str(k): v for k, v in
+                               sorted(node.worker.stats.exit_counts.items())},
+            'inference_failures': node.worker.stats.failures,
         })
+        counts = node.worker.stats.exit_counts
+        if counts:
+            layers = sum((k + 1) * v for k, v in counts.items()) / sum(counts.values())
+            report['backbone_compute_saved'] = 1.0 - layers / m.exits.num_layers
         err = report['tick_period_error_ms']
         progress(f'bench node: tick period error p50 {err.get("p50", 0):.2f} ms, p99 '
                  f'{err.get("p99", 0):.2f} ms, missed {report["missed_ticks"]}; image->command '

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class WorkerStats:
     last_exit_layer: int | None = None
     model_name: str = ''
     swaps: int = 0
+    exit_counts: dict[int, int] = field(default_factory=dict)  # exit layer -> chunks
 
 
 class InferenceWorker:
@@ -186,6 +187,8 @@ class InferenceWorker:
         self.infer_times.append(time.monotonic())
         self.stats.inferences += 1
         self.stats.last_exit_layer = chunk.exit_layer
+        counts = self.stats.exit_counts
+        counts[chunk.exit_layer] = counts.get(chunk.exit_layer, 0) + 1
         self.on_chunk(chunk, report)
 
     def _prefix_weights(self, guidance, m) -> tuple[np.ndarray, np.ndarray]:

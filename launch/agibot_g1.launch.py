@@ -1,0 +1,13 @@
+"""vla_policy on an AgiBot G1 (/joint_command). Other arguments: see vla.launch.py."""
+
+from launch import LaunchDescription
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    generic = PathJoinSubstitution([FindPackageShare('vla_ros'), 'launch', 'vla.launch.py'])
+    return LaunchDescription([IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(generic), launch_arguments={'robot': 'agibot_g1'}.items())])

@@ -1,0 +1,129 @@
+"""Launch files and per-robot parameter files. The `launch` package is not installable here:
+the logic is tested directly, and the launch files are executed against stand-ins of the few
+launch classes they use (recording what they were given)."""
+
+import ast
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vla_ros.adapters.robots import robot_spec
+from vla_ros.ros import launch_logic
+from vla_ros.ros.params import BY_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize('robot', sorted(launch_logic.CONFIGS))
+def test_each_robot_config_holds_valid_declared_parameters(robot):
+    data = yaml.safe_load((ROOT / 'config' / launch_logic.CONFIGS[robot]).read_text())
+    params = data['vla_policy']['ros__parameters']
+    assert params['robot'] == robot
+    for name, value in params.items():
+        assert name in BY_NAME, f'{name} is not a vla_policy parameter'
+        assert BY_NAME[name].check(value) == '', BY_NAME[name].check(value)
+    assert params['controller'] in robot_spec(robot).controllers
+
+
+def test_nodes_for_a_robot_use_its_config_and_the_given_model(tmp_path):
+    args = launch_logic.launch_configurations_to_args({'robot': 'ur5e', 'model': '/m/pkg',
+                                                       'instruction': 'push the block'})
+    (node,) = launch_logic.nodes(args, root=ROOT)
+    assert node['executable'] == 'vla_policy' and node['name'] == 'vla_policy'
+    params_file, overrides = node['parameters']
+    assert params_file.endswith('config/ur5e.yaml')
+    assert overrides == {'robot': 'ur5e', 'model_path': '/m/pkg', 'autostart': True,
+                         'engage_on_activate': False, 'instruction': 'push the block'}
+
+
+def test_default_model_and_simulation_nodes():
+    args = launch_logic.launch_configurations_to_args({'use_sim': 'true'})
+    nodes = launch_logic.nodes(args, root=ROOT)
+    assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']
+    assert nodes[0]['parameters'][1]['model_path'] == str(ROOT / 'models' / 'default')
+
+
+def test_shared_memory_profile_is_set_for_every_process():
+    env = launch_logic.environment({'fastdds_shm': 'true'}, root=ROOT)
+    assert Path(env['FASTRTPS_DEFAULT_PROFILES_FILE']).is_file()
+    assert launch_logic.environment({'fastdds_shm': 'false'}) == {}
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match='robot:=kuka'):
+        launch_logic.launch_configurations_to_args({'robot': 'kuka'})
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        launch_logic.config_file('xarm6', '/nowhere.yaml')
+
+
+class _Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    """Stand-ins for launch / launch_ros: just enough to run generate_launch_description."""
+    mods = {}
+    for name in ('launch', 'launch.actions', 'launch.substitutions',
+                 'launch.launch_description_sources', 'launch_ros', 'launch_ros.actions',
+                 'launch_ros.substitutions'):
+        mods[name] = types.ModuleType(name)
+        monkeypatch.setitem(sys.modules, name, mods[name])
+    for mod, names in {
+        'launch': ['LaunchDescription'],
+        'launch.actions': ['DeclareLaunchArgument', 'OpaqueFunction', 'SetEnvironmentVariable',
+                           'IncludeLaunchDescription'],
+        'launch.substitutions': ['LaunchConfiguration', 'PathJoinSubstitution'],
+        'launch.launch_description_sources': ['PythonLaunchDescriptionSource'],
+        'launch_ros.actions': ['Node'],
+        'launch_ros.substitutions': ['FindPackageShare'],
+    }.items():
+        for n in names:
+            setattr(mods[mod], n, type(n, (_Recorder,), {}))
+    return mods
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem.replace('.', '_'), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generic_launch_declares_described_arguments_and_starts_the_nodes(fake_launch,
+                                                                          monkeypatch):
+    monkeypatch.setattr(launch_logic, 'share_dir', lambda: ROOT)
+    ld = _load(ROOT / 'launch' / 'vla.launch.py').generate_launch_description()
+    actions = ld.args[0]
+    declared = {a.args[0]: a.kwargs for a in actions if type(a).__name__ ==
+                'DeclareLaunchArgument'}
+    assert set(declared) == {a.name for a in launch_logic.ARGUMENTS}
+    assert all(kw['description'] for kw in declared.values())
+    assert declared['robot']['choices'] == list(launch_logic.CONFIGS)
+    setup = next(a for a in actions if type(a).__name__ == 'OpaqueFunction').kwargs['function']
+    context = types.SimpleNamespace(launch_configurations={'robot': 'fr3', 'use_sim': 'true'})
+    started = setup(context)
+    nodes = [a.kwargs for a in started if type(a).__name__ == 'Node']
+    assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']
+    assert any(type(a).__name__ == 'SetEnvironmentVariable' for a in started)
+
+
+@pytest.mark.parametrize('name,robot_arg', [('xarm6', 'xarm6'), ('agibot_g1', 'agibot_g1'),
+                                            ('franka', 'arm_id'), ('ur5', 'ur_type')])
+def test_robot_wrappers_include_the_generic_launch(fake_launch, name, robot_arg):
+    ld = _load(ROOT / 'launch' / f'{name}.launch.py').generate_launch_description()
+    include = next(a for a in ld.args[0] if type(a).__name__ == 'IncludeLaunchDescription')
+    robot = dict(include.kwargs['launch_arguments'])['robot']
+    assert robot == robot_arg or robot.args[0] == robot_arg
+
+
+def test_launch_files_hold_no_logic_beyond_wiring():
+    for path in (ROOT / 'launch').glob('*.launch.py'):
+        tree = ast.parse(path.read_text())
+        funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert 'generate_launch_description' in funcs and len(funcs) <= 2, (path, funcs)
