@@ -164,9 +164,9 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
             modes[f'early_exit:{ts}'] = res
             progress(_line(name, f'early_exit {ts}', res))
         if cfg.deadline_ms is not None:
-            base = PolicyConfig(mode='early_exit' if sets else 'full',
-                                threshold_set=sets[0] if sets else None)
-            res, acts = run_mode(policy, base, observations, cfg, deadline_ms=cfg.deadline_ms)
+            # Full depth under a deadline: the deadline alone decides where to stop.
+            res, acts = run_mode(policy, PolicyConfig(mode='full'), observations, cfg,
+                                 deadline_ms=cfg.deadline_ms)
             res['deadline_ms'] = cfg.deadline_ms
             res['action_deviation_from_full'] = _deviation(acts, full_actions)
             modes['deadline'] = res
