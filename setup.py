@@ -45,8 +45,8 @@ setup(
         'console_scripts': [
             'vla-ros = vla_ros.cli:main',
             'vla_policy = vla_ros.ros.policy_node:main',
-            'sim_robot = vla_ros.sim.sim_robot_node:main',
-            'sim_cameras = vla_ros.sim.sim_cameras_node:main',
+            'sim_robot = vla_ros.ros.sim_nodes:main_robot',
+            'sim_cameras = vla_ros.ros.sim_nodes:main_cameras',
         ],
     },
 )

@@ -19,7 +19,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.ros.policy_node import VlaPolicyNode
-from vla_ros.sim.sim_robot_node import SimRobotNode
+from vla_ros.ros.sim_nodes import SimRobotNode
 
 pytestmark = pytest.mark.ros
 

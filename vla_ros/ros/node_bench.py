@@ -51,9 +51,9 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
     robot_args = ['-p', f'robot:={robot}'] + (['-p', f'controller:={controller}']
                                               if controller else [])
     peers = [
-        subprocess.Popen([sys.executable, '-m', 'vla_ros.sim.sim_robot_node', '--ros-args',
+        subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.sim_nodes', 'robot', '--ros-args',
                           *robot_args], env=env),
-        subprocess.Popen([sys.executable, '-m', 'vla_ros.sim.sim_cameras_node', '--ros-args',
+        subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.sim_nodes', 'cameras', '--ros-args',
                           '-p', f'camera_names:={cams}'.replace("'", '')], env=env),
     ]
     rclpy.init()

@@ -151,9 +151,8 @@ class Policy:
         flow = m.flow is not None
         run = self.pipeline.start(inputs)
         mode = cfg.mode if (cfg.mode != 'early_exit' or self.thresholds is not None) else 'full'
-        target = {'full': len(self.exits) - 1,
-                  'fixed': self.exits.index(cfg.exit_layer) if cfg.exit_layer in self.exits
-                  else len(self.exits) - 1}.get(mode, len(self.exits) - 1)
+        # set_config checked that a fixed exit layer is an exit of this package.
+        target = self.exits.index(cfg.exit_layer) if mode == 'fixed' else len(self.exits) - 1
         every_exit = mode == 'early_exit' or deadline_s is not None
         truncated = flow and cfg.truncated and every_exit
         full_steps = cfg.num_steps or (m.flow.num_steps if flow else 1)

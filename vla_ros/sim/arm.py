@@ -5,7 +5,7 @@ in controller joint order (forward_position_controller), name+position pairs (Ag
 /joint_command), or a JointTrajectory (joint_trajectory_controller: points timed from receipt,
 interpolated linearly from the state at receipt, the last point held). Each physics step moves
 every joint toward its setpoint within its velocity limit, like a stiff position-controlled
-joint. Numpy only; the ROS wrapper is sim_robot_node.py.
+joint. Numpy only; the ROS wrapper is vla_ros/ros/sim_nodes.py.
 """
 
 from __future__ import annotations

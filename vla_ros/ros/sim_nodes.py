@@ -1,9 +1,17 @@
-"""`sim_robot`: a SimArm behind the robot's real controller topic and message type, publishing
-/joint_states like joint_state_broadcaster. The policy node cannot tell it from the driver.
+"""Simulated peers of the vla_policy node, speaking the real interfaces:
+
+- `sim_robot`: a SimArm (vla_ros/sim/arm.py) behind the robot's real controller topic and
+  message type, publishing /joint_states like joint_state_broadcaster (gripper joints
+  included). The policy node cannot tell it from the driver.
+- `sim_cameras`: sensor_msgs/Image (rgb8) frames on /camera/<name>/image_raw at a fixed rate,
+  stamped at publication; seeded noise with a moving bar, so consecutive frames differ.
+
+Run as console scripts, or `python -m vla_ros.ros.sim_nodes robot|cameras --ros-args ...`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -11,11 +19,12 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.adapters.robots import robot_spec
+from vla_ros.ros.conversions import numpy_to_image
 from vla_ros.sim.arm import SimArm
 
 
@@ -78,9 +87,40 @@ class SimRobotNode(Node):
         self.pub.publish(msg)
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = SimRobotNode()
+
+class SimCamerasNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__('sim_cameras', **kwargs)
+        self.declare_parameter('camera_names', ['scene', 'wrist'])
+        self.declare_parameter('rate_hz', 30.0)
+        self.declare_parameter('width', 640)
+        self.declare_parameter('height', 480)
+        names = list(self.get_parameter('camera_names').value)
+        w, h = self.get_parameter('width').value, self.get_parameter('height').value
+        rng = np.random.default_rng(0)
+        self.base = rng.integers(0, 200, (h, w, 3), dtype=np.uint8)
+        self.pubs = {n: self.create_publisher(Image, f'/camera/{n}/image_raw', 10)
+                     for n in names}
+        self.frame = 0
+        self.create_timer(1.0 / self.get_parameter('rate_hz').value, self._on_timer)
+
+    def _on_timer(self) -> None:
+        img = self.base.copy()
+        x = (self.frame * 8) % img.shape[1]
+        img[:, x:x + 16] = 255
+        self.frame += 1
+        stamp = self.get_clock().now().to_msg()
+        for pub in self.pubs.values():
+            msg = Image()
+            numpy_to_image(img, 'rgb8', msg)
+            msg.header.stamp = stamp
+            pub.publish(msg)
+
+
+
+def _spin(node_class) -> None:
+    rclpy.init()
+    node = node_class()
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -91,5 +131,16 @@ def main(args=None) -> None:
             rclpy.shutdown()
 
 
+def main_robot() -> None:
+    _spin(SimRobotNode)
+
+
+def main_cameras() -> None:
+    _spin(SimCamerasNode)
+
+
 if __name__ == '__main__':
-    main()
+    which = sys.argv.pop(1) if len(sys.argv) > 1 else ''
+    if which not in ('robot', 'cameras'):
+        sys.exit('usage: python -m vla_ros.ros.sim_nodes robot|cameras [--ros-args ...]')
+    (main_robot if which == 'robot' else main_cameras)()
