@@ -91,6 +91,20 @@ def random_init(preset: str, seed: int = 0) -> tuple[VLA, ExportSpec, object]:
                             state_hidden=512),
             cameras=('scene', 'wrist'), state_dim=8, action_dim=8, chunk_len=20, text_len=64,
             exit_layers=(1, 3, 5, 7)),
+        # A mid-size A1 shape (~100 M parameters): Molmo-style CLIP vision, a bidirectional
+        # 12-layer decoder, and the flow expert that reads each layer's keys and values, so
+        # both the backbone and the expert get cheaper at earlier exits.
+        'a1-mid': VLAConfig(
+            family='a1',
+            lm=LMConfig(hidden_size=768, num_layers=12, num_heads=12, num_kv_heads=4,
+                        intermediate_size=2048, vocab_size=32000, causal=False),
+            vision=VisionConfig('molmo_clip', image_size=224, patch_size=14, hidden_size=256,
+                                num_layers=4, num_heads=4, intermediate_size=1024,
+                                feature_layers=(-2, -3)),
+            head=HeadConfig(type='flow_expert', hidden_size=512, num_heads=8,
+                            intermediate_size=1024),
+            cameras=('scene', 'wrist'), state_dim=8, action_dim=8, chunk_len=10, text_len=32,
+            exit_layers=(1, 3, 5, 7, 9, 11)),
     }
     if preset not in presets:
         raise ValueError(f'unknown preset {preset!r}; presets: {sorted(presets)}')

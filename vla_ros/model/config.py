@@ -159,6 +159,11 @@ class VLAConfig:
         _check(list(exits) == sorted(set(exits)) and exits[-1] == self.lm.num_layers - 1
                and exits[0] >= 0, n, 'exit_layers', self.exit_layers,
                f'increasing layer indices ending at the last layer {self.lm.num_layers - 1}')
+        if self.head.type == 'flow_expert':
+            # The expert's queries attend over the decoder's grouped keys and values.
+            _check(self.head.num_heads % self.lm.num_kv_heads == 0, n, 'head.num_heads',
+                   self.head.num_heads, f'must be a multiple of lm.num_kv_heads '
+                   f'{self.lm.num_kv_heads} (the expert shares the decoder\'s keys/values)')
         if self.family == 'edgevla':
             _check(self.chunk_len * self.action_dim <= 64, n, 'chunk_len', self.chunk_len,
                    'EdgeVLA decodes one token per action value; keep H * A <= 64')
