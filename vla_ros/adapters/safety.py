@@ -86,10 +86,6 @@ class SafetyFilter:
         if self.state == 'estop':
             self.state, self.reason = 'disengaged', 'not engaged'
 
-    def set_speed_scale(self, scale: float) -> None:
-        self.config = SafetyConfig(self.config.position_margin, scale,
-                                   self.config.acceleration_scale)
-
     # --- per tick ----------------------------------------------------------------------------
 
     def step(self, target: np.ndarray | None, measured: np.ndarray, dt: float,

@@ -750,6 +750,7 @@ class VlaPolicyNode(LifecycleNode):
             'latency_p99_ms': f'{np.nanpercentile(lat, 99):.1f}',
             'exit_layer': str(w.stats.last_exit_layer),
             'queue_remaining_s': f'{self.queue.remaining_s(self.now_s()):.3f}',
+            'merge_strategy': self.queue.strategy.describe(),
             'safety_state': safety_state, 'hold_reason': cmd.reason if cmd else '',
             'inference_failures': str(w.stats.failures), 'last_error': w.stats.last_error,
             'input_errors': str(self.slots.errors.count),
