@@ -231,17 +231,82 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--out', default='out/demo', help='output folder')
-    p.add_argument('--duration-s', type=float, default=15.0, help='closed-loop run time')
+    p.add_argument('--out', default='out/demo', help='output folder (report, GIF, plots)')
+    p.add_argument('--episodes', type=int, default=5, help='touch-task episodes to run')
     p.add_argument('--model', help='package to serve (default: models/default)')
-    p.add_argument('--instruction', default='push the red block to the left')
+    p.add_argument('--duration-s', type=float, default=15.0,
+                   help='run time of the random-weight demo (only without models/default)')
 
 
 @command('demo', 'run the closed loop under the full ROS pipeline and report')(_demo_args)
 def _demo(args: argparse.Namespace) -> int:
     from vla_ros.demo import run_demo
 
-    run_demo(args.out, args.duration_s, args.model, args.instruction)
+    run_demo(args.out, args.episodes, args.model, args.duration_s)
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--model', help='package to serve (default: models/default)')
+    p.add_argument('--robot', default='xarm6', help='simulated robot (xarm6, fr3, panda)')
+    p.add_argument('--episodes', type=int, default=20, help='episodes per variant')
+    p.add_argument('--seed', type=int, default=1000, help='layout seed of the first episode')
+    p.add_argument('--timeout-s', type=float, default=12.0, help='episode time limit')
+    p.add_argument('--added-latency-ms', type=float, default=0.0,
+                   help='delay every chunk this long before it is queued')
+    p.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
+                   help='vla_policy parameter for every variant (repeatable)')
+    p.add_argument('--variant', action='append', default=[], metavar='LABEL:NAME=VALUE,...',
+                   help='a configuration to compare on the same episodes (repeatable), e.g. '
+                   'full:policy_mode=full')
+    p.add_argument('--out', help='write the report JSON here')
+    p.add_argument('--json', action='store_true', help='print the report as JSON')
+
+
+@command('eval', 'success rate of a model on the simulated touch tasks, per configuration')(
+    _eval_args)
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from vla_ros.ros.evaluate import evaluate, parse_assignments
+
+    try:
+        base = parse_assignments(args.param)
+        variants = [(v.split(':', 1)[0], parse_assignments(v.split(':', 1)[1].split(',')))
+                    if ':' in v else (v, {}) for v in args.variant] or [('default', {})]
+    except ValueError as e:
+        print(f'vla-ros eval: {e}', file=sys.stderr)
+        return 2
+    if args.added_latency_ms:
+        base['added_latency_ms'] = args.added_latency_ms
+    report = evaluate(args.model, args.robot, args.episodes, args.seed, args.timeout_s, base,
+                      variants, progress=(lambda _: None) if args.json else print)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(report, indent=1) + '\n')
+    if args.json:
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+def _make_default_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--out', default='models/default', help='package directory to write')
+    p.add_argument('--work', default='out/default-build', help='cache and scratch folder')
+    p.add_argument('--robot', default='xarm6', help='embodiment of the demonstrations')
+    p.add_argument('--episodes', type=int, default=600, help='expert demonstrations')
+    p.add_argument('--minutes', type=float, default=25.0, help='training time budget')
+    p.add_argument('--max-steps', type=int, default=20000, help='training step cap')
+    p.add_argument('--seed', type=int, default=0)
+
+
+@command('make-default', 'collect demonstrations, train, export and calibrate the default '
+         'model')(_make_default_args)
+def _make_default(args: argparse.Namespace) -> int:
+    from vla_ros.sim.train import make_default
+
+    make_default(args.out, args.work, args.robot, args.episodes, args.minutes, args.max_steps,
+                 args.seed)
     return 0
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,17 @@ def _pct(values) -> dict[str, float]:
             'max': float(a.max()), 'n': int(a.size)}
 
 
-def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
-                   duration_s: float = 20.0, control_rate_hz: float = 100.0,
-                   swap_to: str | None = None, instruction: str = 'pick up the red block',
-                   params: dict | None = None, progress=print) -> dict:
+@contextmanager
+def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
+                      control_rate_hz: float = 100.0, instruction: str = '',
+                      params: dict | None = None, scene: str = '',
+                      peer_params: dict | None = None):
+    """Yields (node, manifest): the vla_policy node configured, activated and receiving, in
+    this process, with the sim robot (and the sim cameras, or the robot's scene cameras) as
+    separate processes on a private ROS domain; everything is torn down on exit."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
     from vla_ros.ros.policy_node import VlaPolicyNode
@@ -50,12 +56,16 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                        if k in env})
     robot_args = ['-p', f'robot:={robot}'] + (['-p', f'controller:={controller}']
                                               if controller else [])
-    peers = [
-        subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.sim_nodes', 'robot', '--ros-args',
-                          *robot_args], env=env),
-        subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.sim_nodes', 'cameras', '--ros-args',
-                          '-p', f'camera_names:={cams}'.replace("'", '')], env=env),
-    ]
+    if scene:
+        robot_args += ['-p', f'scene:={scene}']
+    for k, v in (peer_params or {}).items():
+        robot_args += ['-p', f'{k}:={v}']
+    peers = [subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.sim_nodes', 'robot',
+                               '--ros-args', *robot_args], env=env)]
+    if not scene:
+        peers.append(subprocess.Popen(
+            [sys.executable, '-m', 'vla_ros.ros.sim_nodes', 'cameras', '--ros-args',
+             '-p', f'camera_names:={cams}'.replace("'", '')], env=env))
     rclpy.init()
     node = VlaPolicyNode(parameter_overrides=[
         Parameter('model_path', value=package), Parameter('robot', value=robot),
@@ -69,11 +79,7 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
-    report: dict = {'package': m.name, 'robot': robot, 'control_rate_hz': control_rate_hz,
-                    'params': dict(params or {}), 'cpus': os.cpu_count()}
     try:
-        from rclpy.lifecycle import TransitionCallbackReturn
-
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError(f'configure failed: {node._fault}')
         node.trigger_activate()
@@ -83,6 +89,53 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                 raise RuntimeError('no camera images or joint states from the peers within '
                                    f'30 s: {node.slots.staleness(node.now_s(), 0.5)}')
             time.sleep(0.05)
+        yield node, m, executor
+    finally:
+        if node.worker:
+            node.worker.stop(timeout_s=10)
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+        rclpy.shutdown()
+        for p in peers:
+            p.terminate()
+        for p in peers:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def runtime_report(node, m, inferences0: int = 0) -> dict:
+    """What the node's worker measured: latencies, rate, exits taken and the backbone compute
+    they saved (from the layers run per chunk)."""
+    w = node.worker
+    counts = w.stats.exit_counts
+    rep = {
+        'e2e_image_to_command_ms': _pct(node.e2e_ms),
+        'inference_latency_ms': _pct(list(w.latencies_ms)),
+        'inferences': w.stats.inferences - inferences0,
+        'inference_hz': w.inference_hz(),
+        'safety_state': node._last_cmd.state if node._last_cmd else 'none',
+        'exit_histogram': {str(k): v for k, v in sorted(counts.items())},
+        'inference_failures': w.stats.failures,
+    }
+    if counts:
+        layers = sum((k + 1) * v for k, v in counts.items()) / sum(counts.values())
+        rep['backbone_compute_saved'] = 1.0 - layers / m.exits.num_layers
+    return rep
+
+
+def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
+                   duration_s: float = 20.0, control_rate_hz: float = 100.0,
+                   swap_to: str | None = None, instruction: str = 'pick up the red block',
+                   params: dict | None = None, progress=print) -> dict:
+    from rclpy.parameter import Parameter
+
+    report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz,
+                    'params': dict(params or {}), 'cpus': os.cpu_count()}
+    with policy_with_peers(package, robot, controller, control_rate_hz, instruction,
+                           params) as (node, m, _):
+        report['package'] = m.name
         ok, msg = node._engage()
         progress(f'bench node: {msg}; running {duration_s:g} s')
         node._ticks.clear()
@@ -110,19 +163,8 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
             'tick_period_error_ms': _pct(np.abs(periods - nominal)),
             'missed_ticks': node._missed_ticks - missed0,
             'ticks': int(len(ticks)),
-            'e2e_image_to_command_ms': _pct(node.e2e_ms),
-            'inference_latency_ms': _pct(list(node.worker.latencies_ms)),
-            'inferences': node.worker.stats.inferences - inferences0,
-            'inference_hz': node.worker.inference_hz(),
-            'safety_state': node._last_cmd.state if node._last_cmd else 'none',
-            'exit_histogram': {str(k): v for k, v in
-                               sorted(node.worker.stats.exit_counts.items())},
-            'inference_failures': node.worker.stats.failures,
         })
-        counts = node.worker.stats.exit_counts
-        if counts:
-            layers = sum((k + 1) * v for k, v in counts.items()) / sum(counts.values())
-            report['backbone_compute_saved'] = 1.0 - layers / m.exits.num_layers
+        report.update(runtime_report(node, m, inferences0))
         err = report['tick_period_error_ms']
         progress(f'bench node: tick period error p50 {err.get("p50", 0):.2f} ms, p99 '
                  f'{err.get("p99", 0):.2f} ms, missed {report["missed_ticks"]}; image->command '
@@ -147,17 +189,4 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                 'tick_period_error_ms': _pct(np.abs(periods - nominal))}
             progress(f'bench node: swap {node._swap["state"]} in '
                      f'{report["swap"]["seconds"]:.1f} s, {node._swap["missed"]} ticks missed')
-    finally:
-        if node.worker:
-            node.worker.stop(timeout_s=10)
-        executor.shutdown(timeout_sec=5)
-        node.destroy_node()
-        rclpy.shutdown()
-        for p in peers:
-            p.terminate()
-        for p in peers:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
     return report

@@ -64,6 +64,9 @@ PARAMS: tuple[Param, ...] = (
     Param('exit_layer', -1, 'Exit layer for fixed mode.', dynamic=True),
     Param('deadline_ms', 0.0, 'Inference deadline (0 = none): return the deepest action '
           'ready by then.', dynamic=True, range=(0.0, 10000.0)),
+    Param('added_latency_ms', 0.0, 'Evaluation only: delay each chunk this long before it is '
+          'queued, as a slower computer would (its observation stamp is kept).', dynamic=True,
+          range=(0.0, 5000.0)),
     Param('merge_strategy', 'rtc_blend', 'How a new chunk merges with the executing one.',
           dynamic=True, choices=STRATEGIES),
     Param('rtc_schedule', 'exp', 'Soft-mask schedule of rtc_blend.', dynamic=True,

@@ -238,7 +238,8 @@ class VlaPolicyNode(LifecycleNode):
             request=RequestPolicy('horizon_fraction', self.p('request_fraction')),
             on_chunk=self._on_chunk, on_fault=self._on_worker_fault,
             deadline_ms=self.p('deadline_ms') or None,
-            rtc_prefix=self.p('merge_strategy') == 'rtc_inpaint')
+            rtc_prefix=self.p('merge_strategy') == 'rtc_inpaint',
+            added_latency_s=self.p('added_latency_ms') / 1000.0)
         self.get_logger().info(
             f'configured {m.name} ({m.family}/{m.head.type}) for {robot.name} via '
             f'{self.adapter.controller.mode} on {self._command_topic()} in '
@@ -675,6 +676,8 @@ class VlaPolicyNode(LifecycleNode):
             self.worker.request = RequestPolicy('horizon_fraction', value)
         elif name == 'deadline_ms':
             self.worker.deadline_ms = value or None
+        elif name == 'added_latency_ms':
+            self.worker.added_latency_s = value / 1000.0
         elif name in ('speed_scale', 'acceleration_scale'):
             with self._safety_lock:
                 c = self.safety.config

@@ -3,6 +3,12 @@
 - `sim_robot`: a SimArm (vla_ros/sim/arm.py) behind the robot's real controller topic and
   message type, publishing /joint_states like joint_state_broadcaster (gripper joints
   included). The policy node cannot tell it from the driver.
+  With `scene:=tabletop` it also runs the tabletop touch tasks (vla_ros/sim/scene.py): scene
+  and wrist cameras (sensor_msgs/Image rgb8 on /camera/<name>/image_raw) rendered from the
+  arm's current joint positions, `~/new_episode` (std_srvs/Trigger: home pose, new layout, the
+  instruction published on `instruction_topic`; the response message is the episode as JSON)
+  and `~/episode_status` (std_msgs/String JSON: seed, instruction, elapsed, touching,
+  success) at 10 Hz.
 - `sim_cameras`: sensor_msgs/Image (rgb8) frames on /camera/<name>/image_raw at a fixed rate,
   stamped at publication; seeded noise with a moving bar, so consecutive frames differ.
 
@@ -11,16 +17,19 @@ Run as console scripts, or `python -m vla_ros.ros.sim_nodes robot|cameras --ros-
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 import time
 
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.adapters.robots import robot_spec
@@ -39,6 +48,12 @@ class SimRobotNode(Node):
         self.declare_parameter('robot', robot)
         self.declare_parameter('controller', controller)
         self.declare_parameter('joint_states_rate_hz', rate_hz)
+        self.declare_parameter('scene', '')
+        self.declare_parameter('camera_rate_hz', 30.0)
+        self.declare_parameter('image_width', 96)
+        self.declare_parameter('image_height', 96)
+        self.declare_parameter('episode_seed', 0)
+        self.declare_parameter('instruction_topic', '/vla_policy/instruction')
         spec = robot_spec(self.get_parameter('robot').value)
         name = self.get_parameter('controller').value or spec.default_controller
         self.controller = spec.controllers[name]
@@ -57,6 +72,80 @@ class SimRobotNode(Node):
         self._last = time.monotonic()
         period = 1.0 / self.get_parameter('joint_states_rate_hz').value
         self.create_timer(period, self._on_tick)
+        self.scene = None
+        if self.get_parameter('scene').value:
+            self._setup_scene(spec.name)
+
+    # --- tabletop scene ----------------------------------------------------------------------
+
+    def _setup_scene(self, robot: str) -> None:
+        from vla_ros.sim.scene import TabletopScene
+
+        kind = self.get_parameter('scene').value
+        if kind != 'tabletop':
+            raise ValueError(f'unknown scene {kind!r}; the scenes are: tabletop')
+        size = (self.get_parameter('image_width').value,
+                self.get_parameter('image_height').value)
+        self.scene = TabletopScene(robot, size)
+        self._scene_lock = threading.Lock()
+        self._seed = int(self.get_parameter('episode_seed').value)
+        self._episode_t0 = time.monotonic()
+        self._first_success: float | None = None
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.instruction_pub = self.create_publisher(
+            String, self.get_parameter('instruction_topic').value, latched)
+        self.cam_pubs = {c: self.create_publisher(Image, f'/camera/{c}/image_raw', 10)
+                         for c in ('scene', 'wrist')}
+        self.status_pub = self.create_publisher(String, '~/episode_status', 10)
+        self.create_service(Trigger, '~/new_episode', self._on_new_episode)
+        self.create_timer(1.0 / self.get_parameter('camera_rate_hz').value, self._on_camera)
+        self.create_timer(0.1, self._on_status)
+        self._new_episode(self._seed)
+
+    def _new_episode(self, seed: int) -> dict:
+        with self._scene_lock:
+            ep = self.scene.reset(seed)
+            self.arm.reset(self.scene.home)
+            self._episode_t0 = time.monotonic()
+            self._first_success = None
+        self.instruction_pub.publish(String(data=ep.instruction))
+        self.get_logger().info(f'episode {seed}: "{ep.instruction}"')
+        return ep.describe()
+
+    def _on_new_episode(self, request: Trigger.Request, response: Trigger.Response):
+        self._seed += 1
+        try:
+            response.message = json.dumps(self._new_episode(self._seed))
+            response.success = True
+        except Exception as e:
+            response.success, response.message = False, f'{type(e).__name__}: {e}'
+        return response
+
+    def _on_camera(self) -> None:
+        q, _ = self.arm.state()
+        with self._scene_lock:
+            images = self.scene.render(q)
+        stamp = self.get_clock().now().to_msg()
+        for name, img in images.items():
+            msg = Image()
+            numpy_to_image(img, 'rgb8', msg)
+            msg.header.stamp = stamp
+            msg.header.frame_id = f'{name}_camera'
+            self.cam_pubs[name].publish(msg)
+
+    def _on_status(self) -> None:
+        q, _ = self.arm.state()
+        with self._scene_lock:
+            ep = self.scene.episode
+            touching = self.scene.touching(q)
+            elapsed = time.monotonic() - self._episode_t0
+            if touching == ep.target and self._first_success is None:
+                self._first_success = elapsed
+        self.status_pub.publish(String(data=json.dumps({
+            'seed': ep.seed, 'instruction': ep.instruction, 'target': ep.target,
+            'elapsed_s': round(elapsed, 3), 'touching': touching,
+            'success': self._first_success is not None,
+            'time_to_success_s': self._first_success})))
 
     def _on_stream(self, msg: Float64MultiArray) -> None:
         try:
@@ -125,6 +214,10 @@ def _spin(node_class) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGTERM shut the context down while a timer was publishing: a normal stop.
     finally:
         node.destroy_node()
         if rclpy.ok():

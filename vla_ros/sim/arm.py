@@ -42,6 +42,14 @@ class SimArm:
         extra = [g for g in self.spec.grippers if g.joint not in self.names]
         return [g.joint for g in extra], [g.joint_open for g in extra]
 
+    def reset(self, positions) -> None:
+        """Teleports to `positions` and holds there (a new simulated episode)."""
+        with self._lock:
+            self.position = np.clip(np.asarray(positions, float), self.lower, self.upper)
+            self.velocity = np.zeros_like(self.position)
+            self.setpoint = self.position.copy()
+            self._traj = None
+
     def command_positions(self, positions) -> None:
         p = np.asarray(positions, float)
         if p.shape != self.position.shape or not np.all(np.isfinite(p)):

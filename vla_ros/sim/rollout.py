@@ -1,0 +1,60 @@
+"""Closed-loop rollouts without ROS or wall-clock time: the package's Policy (ONNX Runtime) in
+the tabletop scene, stepping the arm kinematically at the model's dt and executing the first
+`execute` actions of each chunk before inferring again. Deterministic for a given package and
+seeds, so it is a regression check of a trained model and quick to iterate with; the ROS
+closed loop (vla_ros/ros/episodes.py) is the measurement that counts for deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RolloutResult:
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    exits: list[int]
+
+
+def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
+            threshold_set: str | None = None, execute: int = 5, max_steps: int = 60,
+            speed_rad_s: float = 1.5) -> list[RolloutResult]:
+    from vla_ros.runtime.backends.base import load_backend
+    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+    from vla_ros.sim.scene import TabletopScene
+
+    pkg = load_package(package_dir)
+    m = pkg.manifest
+    policy = Policy(pkg, load_backend(pkg), PolicyConfig(mode=mode, threshold_set=threshold_set))
+    cams = [c.name for c in m.cameras]
+    scene = TabletopScene(robot)
+    cap = speed_rad_s * m.action.dt_s
+    out = []
+    try:
+        for seed in seeds:
+            ep = scene.reset(int(seed))
+            q = scene.home.copy()
+            steps, exits, ok = 0, [], False
+            while steps < max_steps and not ok:
+                imgs = scene.render(q, cams)
+                obs = Observation({c: (imgs[c], 'rgb8') for c in cams}, q.copy(),
+                                  ep.instruction, 0.0)
+                chunk = policy.infer(obs)
+                exits.append(chunk.exit_layer)
+                for target in chunk.actions[:execute]:
+                    q = q + np.clip(target - q, -cap, cap)
+                    steps += 1
+                    if scene.success(q):
+                        ok = True
+                        break
+            out.append(RolloutResult(int(seed), ep.instruction, ok, steps, exits))
+    finally:
+        scene.close()
+        policy.close()
+    return out

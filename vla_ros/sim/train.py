@@ -1,0 +1,214 @@
+"""`vla-ros make-default`: the shipped default model, made from scratch by one command.
+
+Steps (each cached under the work folder, so a re-run resumes):
+1. expert demonstrations of the touch tasks in the tabletop scene (vla_ros/sim/expert.py);
+2. the inputs prepared exactly as the runtime prepares them: a first export of the untrained
+   model gives the package's own image preprocessors, prompt builder and normalizers;
+3. training of a small multi-exit A1-family model (MLP regression head read at every exit,
+   loss averaged over all exits, so every exit acts) on the CPU within a time budget;
+4. export of the trained weights to the output package, then early-exit calibration on
+   held-out demonstration frames.
+The package's provenance records the command, data, steps and losses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.sim.scene import SCENE_OF, task_words
+
+
+def default_config():
+    from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
+
+    lm = LMConfig(hidden_size=96, num_layers=6, num_heads=4, num_kv_heads=2,
+                  intermediate_size=256, vocab_size=64, causal=False)
+    vision = VisionConfig('molmo_clip', image_size=64, patch_size=8, hidden_size=64,
+                          num_layers=2, num_heads=4, intermediate_size=128,
+                          feature_layers=(-1, -2))
+    head = HeadConfig(type='mlp_regression', hidden_size=96, num_layers=2, num_heads=4,
+                      intermediate_size=192, state_hidden=96, resnet_blocks=2)
+    return VLAConfig(family='a1', lm=lm, vision=vision, head=head, cameras=('scene', 'wrist'),
+                     state_dim=6, action_dim=6, chunk_len=10, text_len=8,
+                     exit_layers=(1, 2, 3, 4, 5))
+
+
+def _bounds(x: np.ndarray, pad: float = 0.05):
+    from vla_ros.runtime.manifest import Normalization
+
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    span = np.maximum(hi - lo, 1e-3)
+    return Normalization('bounds', {'min': tuple(float(v) for v in lo - pad * span),
+                                    'max': tuple(float(v) for v in hi + pad * span)})
+
+
+class Prepared:
+    """Training tensors in the model's space, made with the package's own preprocessing."""
+
+    def __init__(self, pkg_dir: Path, demos: dict[str, np.ndarray], cameras) -> None:
+        from vla_ros.runtime.package import load_package
+        from vla_ros.runtime.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+
+        pkg = load_package(pkg_dir)
+        m = pkg.manifest
+        pre = {c.name: ImagePreprocessor(c) for c in m.cameras}
+        prompt = PromptBuilder(m.prompt, str(pkg.path(m.prompt.tokenizer_file)))
+        self.images = {c: np.stack([pre[c](img, 'rgb8')[0] for img in demos[c]])
+                       for c in cameras}
+        ids, masks = zip(*[prompt(str(s)) for s in demos['instruction']], strict=True)
+        self.input_ids = np.concatenate(ids)
+        self.attention_mask = np.concatenate(masks)
+        self.state = SpaceNormalizer(m.state).normalize(demos['state'])
+        self.actions = SpaceNormalizer(m.action).normalize(demos['actions'])
+        self.cameras = cameras
+
+    def batch(self, idx: np.ndarray):
+        import torch
+
+        from vla_ros.model.training import Batch
+
+        a = torch.from_numpy(self.actions[idx])
+        return Batch(images=[torch.from_numpy(self.images[c][idx]) for c in self.cameras],
+                     input_ids=torch.from_numpy(self.input_ids[idx]).long(),
+                     attention_mask=torch.from_numpy(self.attention_mask[idx]).float(),
+                     state=torch.from_numpy(self.state[idx]),
+                     actions=a, action_mask=torch.ones(a.shape[0], a.shape[2]))
+
+
+def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
+          minutes: float, max_steps: int, batch_size: int = 32, lr: float = 1e-3,
+          seed: int = 0, progress=print) -> dict:
+    import torch
+
+    from vla_ros.model.training import multi_exit_loss
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warm = 200
+    t0, step, log = time.monotonic(), 0, []
+    budget = minutes * 60
+    model.train()
+    while step < max_steps and time.monotonic() - t0 < budget:
+        # Warm-up, then a cosine decay over whichever ends first: the steps or the time.
+        done = max(step / max_steps, (time.monotonic() - t0) / budget)
+        for g in opt.param_groups:
+            g['lr'] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * done))
+        idx = rng.choice(train_idx, batch_size, replace=False)
+        loss, _ = multi_exit_loss(model, data.batch(idx), mode='all')
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 200 == 0:
+            val = evaluate_loss(model, data, val_idx)
+            log.append({'step': step, 'train_l1': float(loss), 'val_l1_per_exit': val,
+                        's': round(time.monotonic() - t0, 1)})
+            progress(f'train: step {step}, loss {float(loss):.4f}, val L1 per exit '
+                     f'{[round(v, 4) for v in val.values()]}, {time.monotonic() - t0:.0f} s')
+            model.train()
+    model.eval()
+    return {'steps': step, 'seconds': round(time.monotonic() - t0, 1),
+            'final_val_l1_per_exit': evaluate_loss(model, data, val_idx), 'log': log[-5:]}
+
+
+def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
+    import torch
+
+    from vla_ros.model.training import exit_loss
+
+    model.eval()
+    sums: dict[str, float] = {}
+    with torch.no_grad():
+        for start in range(0, len(idx), 256):
+            b = data.batch(idx[start:start + 256])
+            h = model.embed(b.input_ids, model.encode_images(b.images), b.state)
+            _, outputs, kvs = model.segment(h, b.attention_mask, 0, model.cfg.exits[-1] + 1)
+            for i, layer in enumerate(model.cfg.exits):
+                v = float(exit_loss(model, i, outputs[layer], outputs, kvs, b, None))
+                sums[str(layer)] = sums.get(str(layer), 0.0) + v * len(b.state)
+    return {k: v / len(idx) for k, v in sums.items()}
+
+
+def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-build',
+                 robot: str = 'xarm6', episodes: int = 600, minutes: float = 25.0,
+                 max_steps: int = 20000, seed: int = 0, progress=print) -> Path:
+    import torch
+
+    from vla_ros.adapters.robots import robot_spec
+    from vla_ros.export.exporter import ExportSpec, export_package
+    from vla_ros.export.tokenizer import word_tokenizer
+    from vla_ros.model.vla import VLA
+    from vla_ros.runtime.calibration import CalibrationConfig, calibrate_package
+    from vla_ros.runtime.observations import save_observations
+    from vla_ros.runtime.policy import Observation
+    from vla_ros.sim.expert import collect, load_demos, save_demos
+
+    if robot not in SCENE_OF:
+        raise ValueError(f'no tabletop scene for {robot!r}; one of {sorted(SCENE_OF)}')
+    work, out = Path(work_dir), Path(out_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    demo_file = work / f'demos-{robot}-{episodes}-{seed}.npz'
+    if demo_file.is_file():
+        demos = load_demos(demo_file)
+        progress(f'make-default: reusing {demo_file}')
+    else:
+        demos = collect(robot, episodes, seed0=seed, progress=progress)
+        save_demos(demo_file, demos)
+    names = robot_spec(robot).joint_names
+    cfg = default_config()
+    cfg = replace(cfg, state_dim=len(names), action_dim=len(names))
+    spec = ExportSpec(
+        name=f'vla-ros-default-touch-{robot}', state_names=names, action_names=names,
+        dt_s=0.1, state_norm=_bounds(demos['state']),
+        action_norm=_bounds(demos['actions'].reshape(-1, len(names))),
+        embodiment={'robot': robot, 'scene': 'vla_ros tabletop touch tasks'},
+        provenance={})
+    tok = word_tokenizer(task_words(), cfg.lm.vocab_size)
+    torch.manual_seed(seed)
+    model = VLA(cfg)
+    init_pkg = work / 'init-package'
+    shutil.rmtree(init_pkg, ignore_errors=True)
+    export_package(model.eval(), init_pkg, spec, tok, verify=False, progress=lambda _: None)
+    data = Prepared(init_pkg, demos, cfg.cameras)
+    ep = demos['episode']
+    val_eps = max(1, int(ep.max() + 1) // 10)
+    val_idx = np.flatnonzero(ep >= ep.max() + 1 - val_eps)
+    train_idx = np.flatnonzero(ep < ep.max() + 1 - val_eps)
+    n_params = sum(p.numel() for p in model.parameters())
+    progress(f'make-default: {len(train_idx)} training / {len(val_idx)} held-out frames, '
+             f'{n_params / 1e6:.2f} M parameters, up to {minutes:g} min')
+    stats = train(model, data, train_idx, val_idx, minutes=minutes, max_steps=max_steps,
+                  seed=seed, progress=progress)
+    spec = replace(spec, provenance={
+        'made_by': 'vla-ros make-default ' + ' '.join(sys.argv[2:]) if len(sys.argv) > 2
+        else 'vla-ros make-default',
+        'robot': robot, 'episodes': episodes, 'frames': int(len(ep)), 'seed': seed,
+        'parameters': n_params, 'training': {k: v for k, v in stats.items() if k != 'log'},
+        'exit_loss': 'mean of the L1 at every exit (A1 all-exit training)'})
+    tmp = work / 'package'
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_package(model, tmp, spec, tok, progress=progress)
+    rng = np.random.default_rng(seed + 1)
+    pick = rng.choice(val_idx, min(200, len(val_idx)), replace=False)
+    obs = [Observation({c: (demos[c][i], 'rgb8') for c in cfg.cameras}, demos['state'][i],
+                       str(demos['instruction'][i]), 0.0) for i in pick]
+    calib = save_observations(work / 'calibration.npz', obs)
+    calibrate_package(tmp, calib, CalibrationConfig(budgets=(0.4, 0.6, 0.8)),
+                      progress=progress)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(tmp, out)
+    (work / 'train-stats.json').write_text(json.dumps(stats, indent=1) + '\n')
+    progress(f'make-default: wrote {out}')
+    return out
