@@ -43,8 +43,20 @@ def test_nodes_for_a_robot_use_its_config_and_the_given_model(tmp_path):
 def test_default_model_and_simulation_nodes():
     args = launch_logic.launch_configurations_to_args({'use_sim': 'true'})
     nodes = launch_logic.nodes(args, root=ROOT)
-    assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']
+    assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot']
     assert nodes[0]['parameters'][1]['model_path'] == str(ROOT / 'models' / 'default')
+    assert nodes[1]['parameters'] == [{'robot': 'xarm6', 'scene': 'tabletop',
+                                       'instruction_topic': '/vla_policy/instruction'}]
+    ns = launch_logic.nodes({**args, 'namespace': 'left'}, root=ROOT)
+    assert ns[1]['parameters'][0]['instruction_topic'] == '/left/vla_policy/instruction'
+
+
+def test_simulation_without_a_scene_streams_camera_test_images():
+    for extra in ({'robot': 'ur5'}, {'sim_scene': 'none'}):
+        args = launch_logic.launch_configurations_to_args({'use_sim': 'true', **extra})
+        nodes = launch_logic.nodes(args, root=ROOT)
+        assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']
+        assert 'scene' not in nodes[1]['parameters'][0]
 
 
 def test_shared_memory_profile_is_set_for_every_process():
@@ -106,7 +118,7 @@ def test_generic_launch_declares_described_arguments_and_starts_the_nodes(fake_l
     assert all(kw['description'] for kw in declared.values())
     assert declared['robot']['choices'] == list(launch_logic.CONFIGS)
     setup = next(a for a in actions if type(a).__name__ == 'OpaqueFunction').kwargs['function']
-    context = types.SimpleNamespace(launch_configurations={'robot': 'fr3', 'use_sim': 'true'})
+    context = types.SimpleNamespace(launch_configurations={'robot': 'ur5', 'use_sim': 'true'})
     started = setup(context)
     nodes = [a.kwargs for a in started if type(a).__name__ == 'Node']
     assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']

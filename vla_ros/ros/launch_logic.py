@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+SCENE_ROBOTS = ('xarm6', 'fr3', 'panda')  # robots with a tabletop scene (vla_ros/sim/scene.py)
 CONFIGS = {  # robot -> config file under share/vla_ros/config
     'xarm6': 'xarm6.yaml', 'fr3': 'fr3.yaml', 'panda': 'panda.yaml', 'ur5': 'ur5.yaml',
     'ur5e': 'ur5e.yaml', 'agibot_g1': 'agibot_g1.yaml',
@@ -32,8 +33,11 @@ ARGUMENTS = (
              ('true', 'false')),
     Argument('engage', 'false', 'Engage on activation (otherwise call ~/engage).',
              ('true', 'false')),
-    Argument('use_sim', 'false', 'Also start sim_robot and sim_cameras (no hardware).',
+    Argument('use_sim', 'false', 'Also start the simulated robot (no hardware).',
              ('true', 'false')),
+    Argument('sim_scene', 'tabletop', 'With use_sim: the tabletop touch tasks (xarm6, fr3, '
+             'panda: cameras rendered from the arm, instructions from the task) or none '
+             '(sim_cameras streams).', ('tabletop', 'none')),
     Argument('fastdds_shm', 'true', 'Use the 16 MB shared-memory FastDDS profile for camera '
              'transport (set for every process this launch starts).', ('true', 'false')),
     Argument('namespace', '', 'Namespace of the vla_policy node.'),
@@ -97,11 +101,18 @@ def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
                 namespace=args.get('namespace', ''), output='screen',
                 parameters=[str(params_file), overrides], arguments=log)]
     if _flag(args.get('use_sim', 'false')):
+        scene = args.get('sim_scene', 'tabletop') == 'tabletop' and robot in SCENE_ROBOTS
+        sim = {'robot': robot}
+        if scene:
+            ns = args.get('namespace', '').strip('/')
+            sim.update(scene='tabletop', instruction_topic=(f'/{ns}' if ns else '')
+                       + '/vla_policy/instruction')
         out.append(dict(package='vla_ros', executable='sim_robot', name='sim_robot',
-                        output='screen', parameters=[{'robot': robot}], arguments=log))
-        out.append(dict(package='vla_ros', executable='sim_cameras', name='sim_cameras',
-                        output='screen', parameters=[{'camera_names': ['scene', 'wrist']}],
-                        arguments=log))
+                        output='screen', parameters=[sim], arguments=log))
+        if not scene:
+            out.append(dict(package='vla_ros', executable='sim_cameras', name='sim_cameras',
+                            output='screen', parameters=[{'camera_names': ['scene', 'wrist']}],
+                            arguments=log))
     return out
 
 

@@ -378,8 +378,9 @@ class VlaPolicyNode(LifecycleNode):
 
     @guarded('instruction callback')
     def _on_instruction(self, msg: String) -> None:
+        if msg.data != self.slots.instruction:
+            self.get_logger().info(f'instruction: "{msg.data}"')
         self.slots.instruction = msg.data
-        self.get_logger().info(f'instruction: "{msg.data}"')
 
     @guarded('e-stop callback')
     def _on_estop(self, msg: Bool) -> None:

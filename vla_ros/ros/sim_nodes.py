@@ -91,6 +91,7 @@ class SimRobotNode(Node):
         self._seed = int(self.get_parameter('episode_seed').value)
         self._episode_t0 = time.monotonic()
         self._first_success: float | None = None
+        self._status_n = 0
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction_pub = self.create_publisher(
             String, self.get_parameter('instruction_topic').value, latched)
@@ -141,6 +142,9 @@ class SimRobotNode(Node):
             elapsed = time.monotonic() - self._episode_t0
             if touching == ep.target and self._first_success is None:
                 self._first_success = elapsed
+            self._status_n += 1
+        if self._status_n % 10 == 0:  # re-announce the task for late subscribers
+            self.instruction_pub.publish(String(data=ep.instruction))
         self.status_pub.publish(String(data=json.dumps({
             'seed': ep.seed, 'instruction': ep.instruction, 'target': ep.target,
             'elapsed_s': round(elapsed, 3), 'touching': touching,
