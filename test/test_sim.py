@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip('pybullet')
-
-from vla_ros.sim.expert import TouchExpert, collect  # noqa: E402
-from vla_ros.sim.scene import COLORS, TabletopScene, sample_episode, task_words  # noqa: E402
+from vla_ros.sim.expert import TouchExpert, collect
+from vla_ros.sim.scene import COLORS, TabletopScene, sample_episode, task_words
 
 
 @pytest.fixture(scope='module')
@@ -115,12 +113,12 @@ def test_collect_records_images_states_and_expert_chunks():
 
 def test_sim_robot_scene_serves_episodes_cameras_and_success_over_ros():
     from builtin_interfaces.msg import Duration
+    from ros_harness import RosHarness, wait_for
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    from ros_harness import RosHarness, wait_for
     from vla_ros.ros.sim_nodes import SimRobotNode
 
     ros = RosHarness()
