@@ -7,7 +7,8 @@ layouts give nearby motions. Its chunk is this policy rolled forward H steps fro
 joint positions, which is exactly what a chunking model is trained to predict.
 
 Collection runs the scene without ROS at the model's step (dt): images from both cameras, the
-joint positions, the instruction and the expert's chunk are recorded each step; with
+joint positions, the instruction and the expert's chunk are recorded each step. Most episodes
+start from random poses (see `start_pose`); with
 `noise_std` the executed step is perturbed (the recorded label stays the expert's), so the data
 also shows how to come back from the drift a learned policy makes (DART).
 """
@@ -58,8 +59,26 @@ class TouchExpert:
         return np.array(out)
 
 
+def start_pose(scene: TabletopScene, rng: np.random.Generator, random_fraction: float,
+               spread: float = 0.5) -> np.ndarray:
+    """Home (jittered), or with `random_fraction` a random pose around it with the tip well
+    above the table. Random starts matter: from home alone the expert's straight joint-space
+    path makes the joint positions themselves tell where the target is, and a model learns
+    to read them instead of the cameras (and then, at home, guesses)."""
+    home = scene.home
+    if rng.random() >= random_fraction:
+        return home + rng.normal(0, 0.03, len(home))
+    lo, hi = np.array(scene.lower), np.array(scene.upper)
+    for _ in range(100):
+        q = np.clip(home + rng.uniform(-spread, spread, len(home)), lo, hi)
+        if scene.tip(q)[2] > 0.12:
+            return q
+    return home.copy()
+
+
 def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float = 0.02,
-            noise_fraction: float = 0.5, max_steps: int = 40, hold_steps: int = 3,
+            noise_fraction: float = 0.5, random_start: float = 0.7, max_steps: int = 50,
+            hold_steps: int = 3,
             image_size: tuple[int, int] = (96, 96), dt_s: float = 0.1, horizon: int = 10,
             progress=print) -> dict[str, np.ndarray]:
     """Expert demonstrations as arrays: scene/wrist images (N, H, W, 3) uint8, state (N, J),
@@ -74,7 +93,7 @@ def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float = 0.02,
     for e in range(episodes):
         ep = scene.reset(seed0 + e)
         expert.plan(ep)
-        q = scene.home + rng.normal(0, 0.05, len(scene.home))
+        q = start_pose(scene, rng, random_start)
         noisy = rng.random() < noise_fraction
         held = 0
         for _ in range(max_steps):

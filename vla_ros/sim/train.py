@@ -25,6 +25,8 @@ import numpy as np
 
 from vla_ros.sim.scene import SCENE_OF, task_words
 
+DATA_VERSION = 2  # bump when collection changes, so cached demonstrations are not reused
+
 
 def default_config():
     from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
@@ -70,22 +72,29 @@ class Prepared:
         self.actions = SpaceNormalizer(m.action).normalize(demos['actions'])
         self.cameras = cameras
 
-    def batch(self, idx: np.ndarray):
+    def batch(self, idx: np.ndarray, state_noise: float = 0.0,
+              rng: np.random.Generator | None = None):
         import torch
 
         from vla_ros.model.training import Batch
 
         a = torch.from_numpy(self.actions[idx])
+        state = self.state[idx]
+        if state_noise > 0:
+            state = (state + (rng or np.random.default_rng()).normal(
+                0, state_noise, state.shape)).astype(np.float32)
         return Batch(images=[torch.from_numpy(self.images[c][idx]) for c in self.cameras],
                      input_ids=torch.from_numpy(self.input_ids[idx]).long(),
                      attention_mask=torch.from_numpy(self.attention_mask[idx]).float(),
-                     state=torch.from_numpy(self.state[idx]),
+                     state=torch.from_numpy(state),
                      actions=a, action_mask=torch.ones(a.shape[0], a.shape[2]))
 
 
 def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
           minutes: float, max_steps: int, batch_size: int = 32, lr: float = 1e-3,
-          seed: int = 0, progress=print) -> dict:
+          state_noise: float = 0.03, seed: int = 0, progress=print) -> dict:
+    """`state_noise`: Gaussian noise on the normalized state inputs (labels untouched), so
+    the joint positions cannot stand in for what the cameras show."""
     import torch
 
     from vla_ros.model.training import multi_exit_loss
@@ -103,13 +112,13 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
         for g in opt.param_groups:
             g['lr'] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * done))
         idx = rng.choice(train_idx, batch_size, replace=False)
-        loss, _ = multi_exit_loss(model, data.batch(idx), mode='all')
+        loss, _ = multi_exit_loss(model, data.batch(idx, state_noise, rng), mode='all')
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 200 == 0:
+        if step % 200 == 0 or step == 50:
             val = evaluate_loss(model, data, val_idx)
             log.append({'step': step, 'train_l1': float(loss), 'val_l1_per_exit': val,
                         's': round(time.monotonic() - t0, 1)})
@@ -140,7 +149,7 @@ def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
 
 
 def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-build',
-                 robot: str = 'xarm6', episodes: int = 600, minutes: float = 25.0,
+                 robot: str = 'xarm6', episodes: int = 800, minutes: float = 25.0,
                  max_steps: int = 20000, seed: int = 0, progress=print) -> Path:
     import torch
 
@@ -158,7 +167,7 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
     work, out = Path(work_dir), Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    demo_file = work / f'demos-{robot}-{episodes}-{seed}.npz'
+    demo_file = work / f'demos-v{DATA_VERSION}-{robot}-{episodes}-{seed}.npz'
     if demo_file.is_file():
         demos = load_demos(demo_file)
         progress(f'make-default: reusing {demo_file}')
