@@ -120,9 +120,9 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
         step += 1
         if step % 200 == 0 or step == 50:
             val = evaluate_loss(model, data, val_idx)
-            log.append({'step': step, 'train_l1': float(loss), 'val_l1_per_exit': val,
+            log.append({'step': step, 'train_l1': float(loss.detach()), 'val_l1_per_exit': val,
                         's': round(time.monotonic() - t0, 1)})
-            progress(f'train: step {step}, loss {float(loss):.4f}, val L1 per exit '
+            progress(f'train: step {step}, loss {float(loss.detach()):.4f}, val L1 per exit '
                      f'{[round(v, 4) for v in val.values()]}, {time.monotonic() - t0:.0f} s')
             model.train()
     model.eval()
