@@ -294,7 +294,8 @@ def _make_default_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--out', default='models/default', help='package directory to write')
     p.add_argument('--work', default='out/default-build', help='cache and scratch folder')
     p.add_argument('--robot', default='xarm6', help='embodiment of the demonstrations')
-    p.add_argument('--episodes', type=int, default=800, help='expert demonstrations')
+    p.add_argument('--episodes', type=int, default=1200, help='expert demonstrations (a '
+                   'third as many layouts, each with every block as the target)')
     p.add_argument('--minutes', type=float, default=25.0, help='training time budget')
     p.add_argument('--max-steps', type=int, default=20000, help='training step cap')
     p.add_argument('--seed', type=int, default=0)

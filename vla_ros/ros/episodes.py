@@ -143,9 +143,7 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
         report.update(runtime_report(node, m, inferences0))
         report['inference_latencies_ms'] = list(node.worker.latencies_ms)
         report['frames'] = client.frames
-        executor.remove_node(client.node)
-        client.node.destroy_node()
-    return report
+    return report  # the evaluator's node ends with the context
 
 
 def _times(values) -> dict:

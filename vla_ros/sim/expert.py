@@ -7,8 +7,9 @@ layouts give nearby motions. Its chunk is this policy rolled forward H steps fro
 joint positions, which is exactly what a chunking model is trained to predict.
 
 Collection runs the scene without ROS at the model's step (dt): images from both cameras, the
-joint positions, the instruction and the expert's chunk are recorded each step. Most episodes
-start from random poses (see `start_pose`); with
+joint positions, the instruction and the expert's chunk are recorded each step. Each layout is
+used once per block (identical images, different instructions and motions, so the words
+matter), and most episodes start from random poses (see `start_pose`); with
 `noise_std` the executed step is perturbed (the recorded label stays the expert's), so the data
 also shows how to come back from the drift a learned policy makes (DART).
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.sim.scene import Episode, TabletopScene
+from vla_ros.sim.scene import COLORS, Episode, TabletopScene
 
 PRE_TOUCH_M = 0.10
 TOUCH_CLEARANCE_M = 0.01
@@ -90,8 +91,10 @@ def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float = 0.02,
                                             'instruction', 'episode')}
     successes = []
     t0 = time.monotonic()
+    colors = list(COLORS)
     for e in range(episodes):
-        ep = scene.reset(seed0 + e)
+        # Each layout serves every block in turn: same images, different instructions.
+        ep = scene.reset(seed0 + e // len(colors), colors[e % len(colors)])
         expert.plan(ep)
         q = start_pose(scene, rng, random_start)
         noisy = rng.random() < noise_fraction

@@ -67,7 +67,9 @@ class Episode:
                 'blocks': {c: [round(float(v), 4) for v in p] for c, p in self.blocks.items()}}
 
 
-def sample_episode(seed: int) -> Episode:
+def sample_episode(seed: int, target: str | None = None) -> Episode:
+    """The layout and task of `seed`; `target` names the block instead of the seed's draw
+    (same layout, another instruction: what teaches a model to listen)."""
     rng = np.random.default_rng(seed)
     while True:
         xy = np.column_stack([rng.uniform(*WORKSPACE[0], 3), rng.uniform(*WORKSPACE[1], 3)])
@@ -75,8 +77,13 @@ def sample_episode(seed: int) -> Episode:
         if d.min() >= MIN_SEPARATION_M:
             break
     colors = list(COLORS)
-    target = colors[int(rng.integers(3))]
+    drawn = colors[int(rng.integers(3))]
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+    if target is not None:
+        if target not in COLORS:
+            raise ValueError(f'unknown block {target!r}; one of {colors}')
+        template = TEMPLATES[(TEMPLATES.index(template) + colors.index(target)) % len(TEMPLATES)]
+    target = target or drawn
     blocks = {c: np.array([x, y, BLOCK_HALF]) for c, (x, y) in zip(colors, xy, strict=True)}
     return Episode(seed, template.format(c=target), target, blocks)
 
@@ -222,8 +229,8 @@ class TabletopScene:
 
     # --- episodes ----------------------------------------------------------------------------
 
-    def reset(self, seed: int) -> Episode:
-        self.episode = sample_episode(seed)
+    def reset(self, seed: int, target: str | None = None) -> Episode:
+        self.episode = sample_episode(seed, target)
         for c, body in self._blocks.items():
             self.p.resetBasePositionAndOrientation(body, self.episode.blocks[c].tolist(),
                                                    (0, 0, 0, 1), physicsClientId=self.client)

@@ -25,7 +25,7 @@ import numpy as np
 
 from vla_ros.sim.scene import SCENE_OF, task_words
 
-DATA_VERSION = 2  # bump when collection changes, so cached demonstrations are not reused
+DATA_VERSION = 3  # bump when collection changes, so cached demonstrations are not reused
 
 
 def default_config():
@@ -92,9 +92,11 @@ class Prepared:
 
 def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
           minutes: float, max_steps: int, batch_size: int = 32, lr: float = 1e-3,
-          state_noise: float = 0.03, seed: int = 0, progress=print) -> dict:
+          state_noise: float = 0.03, last_only: float = 0.6, seed: int = 0,
+          progress=print) -> dict:
     """`state_noise`: Gaussian noise on the normalized state inputs (labels untouched), so
-    the joint positions cannot stand in for what the cameras show."""
+    the joint positions cannot stand in for what the cameras show. `last_only`: the fraction
+    of the run that trains the deepest exit only."""
     import torch
 
     from vla_ros.model.training import multi_exit_loss
@@ -112,7 +114,11 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
         for g in opt.param_groups:
             g['lr'] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * done))
         idx = rng.choice(train_idx, batch_size, replace=False)
-        loss, _ = multi_exit_loss(model, data.batch(idx, state_noise, rng), mode='all')
+        # First the deepest exit alone, so the network learns to compute the task with its
+        # whole depth (averaging every exit from the start pulls the solution into the first
+        # layers, where language-to-block binding does not fit); then every exit (A1).
+        mode = 'last' if done < last_only else 'all'
+        loss, _ = multi_exit_loss(model, data.batch(idx, state_noise, rng), mode=mode)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -149,7 +155,7 @@ def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
 
 
 def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-build',
-                 robot: str = 'xarm6', episodes: int = 800, minutes: float = 25.0,
+                 robot: str = 'xarm6', episodes: int = 1200, minutes: float = 25.0,
                  max_steps: int = 20000, seed: int = 0, progress=print) -> Path:
     import torch
 
@@ -204,7 +210,11 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
         else 'vla-ros make-default',
         'robot': robot, 'episodes': episodes, 'frames': int(len(ep)), 'seed': seed,
         'parameters': n_params, 'training': {k: v for k, v in stats.items() if k != 'log'},
-        'exit_loss': 'mean of the L1 at every exit (A1 all-exit training)'})
+        'exit_loss': 'L1 at the deepest exit for the first 60% of the time, then the mean of '
+                     'the L1 at every exit (A1 all-exit training)'})
+    from vla_ros.export.checkpoint import save_checkpoint
+
+    save_checkpoint(work / 'checkpoint', model, spec, tok)
     tmp = work / 'package'
     shutil.rmtree(tmp, ignore_errors=True)
     export_package(model, tmp, spec, tok, progress=progress)
