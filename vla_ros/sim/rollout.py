@@ -19,6 +19,7 @@ class RolloutResult:
     success: bool
     steps: int
     exits: list[int]
+    touching: str  # the block the tip is on at the end ('' for none)
 
 
 def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
@@ -53,7 +54,8 @@ def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
                     if scene.success(q):
                         ok = True
                         break
-            out.append(RolloutResult(int(seed), ep.instruction, ok, steps, exits))
+            out.append(RolloutResult(int(seed), ep.instruction, ok, steps, exits,
+                                     scene.touching(q)))
     finally:
         scene.close()
         policy.close()
