@@ -86,6 +86,32 @@ def test_no_motion_before_engage():
     assert cmd.state == 'disengaged'
 
 
+def test_disengaged_hold_follows_an_arm_moved_by_something_else_but_resists_small_drift():
+    f = _filter()
+    f.engage(np.zeros(2))
+    for _ in range(50):
+        f.step(np.array([0.3, 0.3]), np.zeros(2), 0.01)
+    f.disengage()
+    for _ in range(200):  # brake to rest where the command is
+        cmd = f.step(None, np.zeros(2) + f.cmd, 0.01)
+    held = cmd.positions.copy()
+    assert not np.any(cmd.velocities)
+    # a small sag is resisted: the hold stays
+    cmd = f.step(None, held - 0.01, 0.01)
+    np.testing.assert_allclose(cmd.positions, held)
+    # moved far (by hand, another controller, a simulator reset): hold there, never pull back
+    cmd = f.step(None, np.array([-0.5, 0.2]), 0.01)
+    np.testing.assert_allclose(cmd.positions, [-0.5, 0.2])
+    # while braking (not at rest) the hold is not re-anchored
+    g = _filter()
+    g.engage(np.zeros(2))
+    for _ in range(30):
+        g.step(np.array([0.9, 0.9]), np.zeros(2), 0.01)
+    g.disengage()
+    moving = g.step(None, np.array([-0.5, -0.5]), 0.01)
+    assert np.any(moving.velocities) and np.all(moving.positions > 0)
+
+
 def test_engaged_motion_respects_velocity_and_acceleration_limits():
     f = _filter()
     f.engage(np.zeros(2))

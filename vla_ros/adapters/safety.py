@@ -22,6 +22,8 @@ import numpy as np
 
 STATES = ('disengaged', 'engaged', 'holding', 'estop')
 
+REANCHOR_TOLERANCE = 0.05  # rad (m): farther than this from the hold, re-anchor
+
 
 @dataclass(frozen=True)
 class SafetyConfig:
@@ -94,6 +96,12 @@ class SafetyFilter:
         speed (UR speed scaling)."""
         if self.cmd is None:
             self.cmd = np.array(measured, float)
+        if self.state == 'disengaged' and not np.any(self.vel) and \
+                np.max(np.abs(measured - self.cmd), initial=0.0) > REANCHOR_TOLERANCE:
+            # Disengaged and at rest, but the arm is far from the hold: something else moved
+            # it (hand guiding, another controller, a simulator reset). Hold where it is;
+            # never pull it back.
+            self.cmd = np.where(self.commanded, np.asarray(measured, float), self.cmd)
         if self.state == 'engaged' and not fault and target is not None \
                 and not np.all(np.isfinite(target)):
             fault = 'non-finite target'
