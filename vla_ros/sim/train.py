@@ -172,7 +172,6 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
         raise ValueError(f'no tabletop scene for {robot!r}; one of {sorted(SCENE_OF)}')
     work, out = Path(work_dir), Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     demo_file = work / f'demos-v{DATA_VERSION}-{robot}-{episodes}-{seed}.npz'
     if demo_file.is_file():
         demos = load_demos(demo_file)
