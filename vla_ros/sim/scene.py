@@ -146,7 +146,6 @@ class TabletopScene:
         self._proj = p.computeProjectionMatrixFOV(50, self.width / self.height, 0.02, 3.0)
         self._scene_view = p.computeViewMatrix((0.68, 0.0, 0.5), (0.3, 0.0, 0.0), (0, 0, 1))
         self.episode: Episode | None = None
-        self._ik_cache: dict[tuple, np.ndarray] = {}
 
     # --- kinematics --------------------------------------------------------------------------
 
@@ -207,7 +206,7 @@ class TabletopScene:
         pts.append(self.tip())
         return pts
 
-    def _make_capsules(self) -> list[tuple[int, float]]:
+    def _make_capsules(self) -> list[int]:
         p, caps = self.p, []
         pts = self._points()
         for k, (a, b) in enumerate(zip(pts[:-1], pts[1:], strict=True)):
@@ -216,13 +215,13 @@ class TabletopScene:
             grey = (0.35, 0.35, 0.38, 1) if k < len(pts) - 2 else (0.9, 0.9, 0.9, 1)
             shape = p.createVisualShape(p.GEOM_CAPSULE, radius=radius, length=length,
                                         rgbaColor=grey, physicsClientId=self.client)
-            caps.append((p.createMultiBody(0, -1, shape, (0, 0, -1),
-                                           physicsClientId=self.client), length))
+            caps.append(p.createMultiBody(0, -1, shape, (0, 0, -1),
+                                          physicsClientId=self.client))
         return caps
 
     def _place_capsules(self) -> None:
         pts = self._points()
-        for (body, _), a, b in zip(self._capsules, pts[:-1], pts[1:], strict=True):
+        for body, a, b in zip(self._capsules, pts[:-1], pts[1:], strict=True):
             self.p.resetBasePositionAndOrientation(body, ((a + b) / 2).tolist(),
                                                    _quat_z_to(b - a),
                                                    physicsClientId=self.client)
