@@ -49,15 +49,17 @@ def test_the_default_model_is_a_valid_calibrated_package_for_the_xarm6():
     assert m.provenance['made_by'].startswith('vla-ros make-default')
 
 
-def test_the_default_model_reaches_blocks_in_offline_rollouts():
+def test_the_default_model_follows_the_instruction_in_offline_rollouts():
     """A regression check of the shipped weights with the runtime (no ROS, no wall clock) on
-    layouts it was not trained on. What the model has learned is to put the tool on a block
-    (4 of these 10; random weights touch none); which block the instruction names it has not
-    learned (1 of 10 is the named one), so that is reported, not asserted."""
+    layouts it was not trained on (training used layout seeds 0-399): each layout is run with
+    each of the three blocks named, so touching the right block needs the words as well as the
+    images. Measured for the shipped model: 30 of 30 on seeds 5000-5009."""
     from vla_ros.sim.rollout import rollout
 
-    results = rollout(str(DEFAULT), range(5000, 5010))
-    assert sum(r.touching != '' for r in results) >= 3, [r.touching for r in results]
+    touched = {c: [r.touching for r in rollout(str(DEFAULT), range(5000, 5005), target=c)]
+               for c in ('red', 'green', 'blue')}
+    right = sum(t == c for c, row in touched.items() for t in row)
+    assert right >= 13, touched
 
 
 def test_demo_episodes_run_over_the_real_services_and_write_media(tmp_path):
@@ -73,3 +75,32 @@ def test_demo_episodes_run_over_the_real_services_and_write_media(tmp_path):
     paths = write_media(report, tmp_path)
     assert (tmp_path / 'demo.gif').stat().st_size > 0
     assert (tmp_path / 'report.png') in paths
+
+
+def test_make_default_runs_every_step_and_records_how_the_model_was_made(tmp_path):
+    import numpy as np
+
+    from vla_ros.runtime.package import load_package
+    from vla_ros.sim.expert import load_demos
+    from vla_ros.sim.train import ChoiceCheck, Prepared, default_config, make_default
+
+    work = tmp_path / 'work'
+    out = make_default(str(tmp_path / 'pkg'), str(work), episodes=6, minutes=0.5,
+                       max_steps=3, progress=lambda _: None)
+    m = load_package(out).manifest
+    training = m.provenance['training']
+    assert training['steps'] == 3 and m.provenance['episodes'] == 6
+    choice = training['first_frame_choice_per_exit']
+    assert set(choice) == {str(x) for x in default_config().exits}
+    assert all(0.0 <= v <= 1.0 for v in choice.values())
+    assert m.exits.threshold_sets and m.action.chunk_len == default_config().chunk_len
+    # the choice check's alternative for the named block is the demonstration's own label
+    cfg = default_config()
+    demos = load_demos(next(work.glob('demos-*.npz')))
+    demos['actions'] = demos['actions'][:, :cfg.chunk_len]
+    data = Prepared(work / 'init-package', demos, cfg.cameras)
+    check = ChoiceCheck('xarm6', demos, data, range(6))
+    np.testing.assert_allclose(check.alternatives[np.arange(6), check.truth],
+                               data.actions[check.frames], atol=1e-5)
+    others = np.abs(check.alternatives - data.actions[check.frames][:, None]).mean(axis=(2, 3))
+    assert (others.argmin(1) == check.truth).all()

@@ -51,6 +51,16 @@ def test_default_model_and_simulation_nodes():
     assert ns[1]['parameters'][0]['instruction_topic'] == '/left/vla_policy/instruction'
 
 
+def test_a_robot_with_its_own_shipped_model_gets_it(tmp_path):
+    own = tmp_path / 'models' / 'default-fr3'
+    own.mkdir(parents=True)
+    assert launch_logic.default_model(tmp_path, 'fr3') == tmp_path / 'models' / 'default'
+    (own / 'manifest.json').write_text('{}')
+    assert launch_logic.default_model(tmp_path, 'fr3') == own
+    assert launch_logic.default_model(tmp_path, 'xarm6') == tmp_path / 'models' / 'default'
+    assert launch_logic.default_model(tmp_path) == tmp_path / 'models' / 'default'
+
+
 def test_simulation_without_a_scene_streams_camera_test_images():
     for extra in ({'robot': 'ur5'}, {'sim_scene': 'none'}):
         args = launch_logic.launch_configurations_to_args({'use_sim': 'true', **extra})

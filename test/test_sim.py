@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vla_ros.sim.expert import TouchExpert, collect
+from vla_ros.sim.expert import TouchExpert, block_positions, collect
 from vla_ros.sim.scene import COLORS, TabletopScene, sample_episode, task_words
 
 
@@ -106,6 +106,55 @@ def test_collect_records_images_states_and_expert_chunks():
     assert d['episode_success'].all()
     # labels start where the recorded state is: the first action is one capped step away
     assert np.abs(d['actions'][:, 0] - d['state']).max() <= 0.08 + 1e-9
+    # the probes' targets: where the named block and every block are, the same as recomputed
+    # for demonstrations cached without them, and the expert ends on the named block
+    target, blocks = block_positions(0, d['episode'])
+    np.testing.assert_allclose(d['target_xy'], target)
+    np.testing.assert_allclose(d['blocks_xy'], blocks)
+    assert len({tuple(t) for t in d['target_xy']}) == 3  # one layout, every block in turn
+    s = TabletopScene('xarm6', (32, 32))
+    try:
+        for e in range(3):
+            last = np.flatnonzero(d['episode'] == e)[-1]
+            assert np.linalg.norm(s.tip(d['state'][last])[:2] - target[last]) < 0.02
+    finally:
+        s.close()
+
+
+def test_training_probes_read_the_right_places_and_vanish_at_zero_weight():
+    import torch
+
+    from vla_ros.model.training import Batch, exit_loss
+    from vla_ros.model.vla import VLA
+    from vla_ros.sim.train import default_config, probes, training_loss
+
+    torch.manual_seed(0)
+    model = VLA(default_config())
+    cfg, p = model.cfg, probes(model)
+    g = int(cfg.vision.tokens_per_image ** 0.5)
+    # token k of each camera sits at row k // g, column k % g, scaled to [-1, 1]
+    assert p.cells.shape == (len(cfg.cameras) * g * g, 2)
+    np.testing.assert_allclose(p.cells[g + 2].numpy(), np.array([1, 2]) / (g - 1) * 2 - 1)
+    b = 3
+    batch = Batch(images=[torch.randn(b, 3, 64, 64) for _ in cfg.cameras],
+                  input_ids=torch.zeros(b, model.layout.length, dtype=torch.long),
+                  attention_mask=torch.ones(b, model.layout.length),
+                  state=torch.zeros(b, 6), actions=torch.zeros(b, cfg.chunk_len, 6),
+                  action_mask=torch.ones(b, 6))
+    target, blocks = torch.zeros(b, 2), torch.zeros(b, 6)
+    total, act, aux = training_loss(model, p, batch, target, blocks, 'all', 1.0)
+    assert aux > 0 and total.item() == pytest.approx(act + aux, rel=1e-5)
+    total0, act0, _ = training_loss(model, p, batch, target, blocks, 'all', 0.0)
+    assert total0.item() == pytest.approx(act0, rel=1e-6)
+    # 'last' supervises the deepest exit alone, with the head's own loss
+    h = model.embed(batch.input_ids, model.encode_images(batch.images), batch.state)
+    _, outs, kvs = model.segment(h, batch.attention_mask, 0, cfg.exits[-1] + 1)
+    deepest = exit_loss(model, len(cfg.exits) - 1, outs[cfg.exits[-1]], outs, kvs, batch, None)
+    _, act_last, _ = training_loss(model, p, batch, target, blocks, 'last', 1.0)
+    assert act_last == pytest.approx(float(deepest.detach()), rel=1e-5)
+    # the probe loss reaches the vision tower (what teaches it to mark places)
+    total.backward()
+    assert next(model.vision.parameters()).grad is not None
 
 
 # --- the sim robot node with its scene (real topics) -------------------------------------------

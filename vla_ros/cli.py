@@ -233,7 +233,9 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--out', default='out/demo', help='output folder (report, GIF, plots)')
     p.add_argument('--episodes', type=int, default=5, help='touch-task episodes to run')
-    p.add_argument('--model', help='package to serve (default: models/default)')
+    p.add_argument('--model', help='package to serve (default: models/default-ROBOT if '
+                   'shipped, else models/default)')
+    p.add_argument('--robot', default='xarm6', help='simulated robot (xarm6, fr3, panda)')
     p.add_argument('--duration-s', type=float, default=15.0,
                    help='run time of the random-weight demo (only without models/default)')
 
@@ -242,12 +244,13 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from vla_ros.demo import run_demo
 
-    run_demo(args.out, args.episodes, args.model, args.duration_s)
+    run_demo(args.out, args.episodes, args.model, args.duration_s, args.robot)
     return 0
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--model', help='package to serve (default: models/default)')
+    p.add_argument('--model', help='package to serve (default: models/default-ROBOT if '
+                   'shipped, else models/default)')
     p.add_argument('--robot', default='xarm6', help='simulated robot (xarm6, fr3, panda)')
     p.add_argument('--episodes', type=int, default=20, help='episodes per variant')
     p.add_argument('--seed', type=int, default=1000, help='layout seed of the first episode')

@@ -63,21 +63,21 @@ def build_demo_package(out: Path, progress=print) -> Path:
 
 
 def run_demo(out_dir: str = 'out/demo', episodes: int = 5, model: str | None = None,
-             duration_s: float = 15.0, progress=print) -> dict:
-    """The trained default model on the simulated xArm6's touch tasks (episodes, success,
+             duration_s: float = 15.0, robot: str = 'xarm6', progress=print) -> dict:
+    """The trained default model on a simulated robot's touch tasks (episodes, success,
     video, plots); without models/default, the random-weight runtime demo (said so)."""
     from vla_ros.ros.launch_logic import default_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trained = default_model()
+    trained = default_model(robot=robot)
     if model:
         pkg = Path(model)
     elif (trained / 'manifest.json').is_file():
         pkg = trained
     else:
         return _random_weights_demo(out, duration_s, progress)
-    return run_task_demo(str(pkg), out, episodes, progress=progress)
+    return run_task_demo(str(pkg), out, episodes, robot, progress=progress)
 
 
 def run_task_demo(pkg: str, out: Path, episodes: int, robot: str = 'xarm6',

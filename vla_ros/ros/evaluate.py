@@ -65,7 +65,7 @@ def evaluate(model: str | None, robot: str, episodes: int, seed0: int, timeout_s
     from vla_ros.ros.episodes import run_episodes
     from vla_ros.ros.launch_logic import default_model
 
-    pkg = model or str(default_model())
+    pkg = model or str(default_model(robot=robot))
     if not (Path(pkg) / 'manifest.json').is_file():
         raise FileNotFoundError(f'no model package at {pkg} (see models/README.md)')
     report: dict = {'model_path': pkg, 'robot': robot, 'episodes_per_variant': episodes,

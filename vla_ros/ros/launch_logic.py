@@ -74,8 +74,12 @@ def config_file(robot: str, override: str = '', root: Path | None = None) -> Pat
     return path
 
 
-def default_model(root: Path | None = None) -> Path:
-    return (root or share_dir()) / 'models' / 'default'
+def default_model(root: Path | None = None, robot: str | None = None) -> Path:
+    """models/default-<robot> where the package ships one for that robot, else
+    models/default (the xArm6 model)."""
+    models = (root or share_dir()) / 'models'
+    own = models / f'default-{robot}'
+    return own if robot and (own / 'manifest.json').is_file() else models / 'default'
 
 
 def environment(args: dict[str, str], root: Path | None = None) -> dict[str, str]:
@@ -91,7 +95,7 @@ def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
     robot = args.get('robot', 'xarm6')
     params_file = config_file(robot, args.get('config', ''), root)
     overrides: dict = {'robot': robot,
-                       'model_path': args.get('model') or str(default_model(root)),
+                       'model_path': args.get('model') or str(default_model(root, robot)),
                        'autostart': _flag(args.get('autostart', 'true')),
                        'engage_on_activate': _flag(args.get('engage', 'false'))}
     if args.get('instruction'):

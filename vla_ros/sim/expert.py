@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.sim.scene import COLORS, Episode, TabletopScene
+from vla_ros.sim.scene import COLORS, Episode, TabletopScene, sample_episode
 
 PRE_TOUCH_M = 0.10
 TOUCH_CLEARANCE_M = 0.01
@@ -77,24 +77,42 @@ def start_pose(scene: TabletopScene, rng: np.random.Generator, random_fraction: 
     return home.copy()
 
 
-def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float = 0.02,
+def episode_task(seed0: int, e: int) -> tuple[int, str]:
+    """Layout seed and target colour of episode `e`: each layout serves every block in turn
+    (same images, different instructions and motions, so the words matter)."""
+    colors = list(COLORS)
+    return seed0 + e // len(colors), colors[e % len(colors)]
+
+
+def block_positions(seed0: int, episode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each frame's episode index: the named block's table position (N, 2) and every
+    block's, in COLORS order (N, len(COLORS), 2)."""
+    table = {int(e): sample_episode(*episode_task(seed0, int(e))) for e in np.unique(episode)}
+    eps = [table[int(e)] for e in episode]
+    return (np.array([ep.blocks[ep.target][:2] for ep in eps]),
+            np.array([[ep.blocks[c][:2] for c in COLORS] for ep in eps]))
+
+
+def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float | None = None,
             noise_fraction: float = 0.5, random_start: float = 0.7, max_steps: int = 50,
             hold_steps: int = 3,
             image_size: tuple[int, int] = (96, 96), dt_s: float = 0.1, horizon: int = 10,
             progress=print) -> dict[str, np.ndarray]:
     """Expert demonstrations as arrays: scene/wrist images (N, H, W, 3) uint8, state (N, J),
-    actions (N, horizon, J), instruction (N,) str, episode (N,) int, success per episode."""
+    actions (N, horizon, J), instruction (N,) str, episode (N,) int, target_xy (N, 2) and
+    blocks_xy (N, 3, 2) (where the named block and every block are: training-only auxiliary
+    targets), success per episode."""
     scene = TabletopScene(robot, image_size)
     expert = TouchExpert(scene, dt_s, horizon)
+    noise_std = scene.cfg.dart_noise if noise_std is None else noise_std
     rng = np.random.default_rng(seed0 + 10_000)
     rec: dict[str, list] = {k: [] for k in ('scene', 'wrist', 'state', 'actions',
-                                            'instruction', 'episode')}
+                                            'instruction', 'episode', 'target_xy',
+                                            'blocks_xy')}
     successes = []
     t0 = time.monotonic()
-    colors = list(COLORS)
     for e in range(episodes):
-        # Each layout serves every block in turn: same images, different instructions.
-        ep = scene.reset(seed0 + e // len(colors), colors[e % len(colors)])
+        ep = scene.reset(*episode_task(seed0, e))
         expert.plan(ep)
         q = start_pose(scene, rng, random_start)
         noisy = rng.random() < noise_fraction
@@ -108,6 +126,8 @@ def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float = 0.02,
             rec['actions'].append(chunk)
             rec['instruction'].append(ep.instruction)
             rec['episode'].append(e)
+            rec['target_xy'].append(ep.blocks[ep.target][:2])
+            rec['blocks_xy'].append([ep.blocks[c][:2] for c in COLORS])
             q = chunk[0] + (rng.normal(0, noise_std, len(q)) if noisy else 0.0)
             if scene.success(q):
                 held += 1

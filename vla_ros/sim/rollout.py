@@ -24,7 +24,9 @@ class RolloutResult:
 
 def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
             threshold_set: str | None = None, execute: int = 5, max_steps: int = 60,
-            speed_rad_s: float = 1.5) -> list[RolloutResult]:
+            speed_rad_s: float = 1.5, target: str | None = None) -> list[RolloutResult]:
+    """`target`: name this block (a colour) in every episode instead of each seed's draw, so
+    one layout can be run with every instruction."""
     from vla_ros.runtime.backends.base import load_backend
     from vla_ros.runtime.package import load_package
     from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
@@ -39,7 +41,7 @@ def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
     out = []
     try:
         for seed in seeds:
-            ep = scene.reset(int(seed))
+            ep = scene.reset(int(seed), target)
             q = scene.home.copy()
             steps, exits, ok = 0, [], False
             while steps < max_steps and not ok:
@@ -48,8 +50,8 @@ def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
                                   ep.instruction, 0.0)
                 chunk = policy.infer(obs)
                 exits.append(chunk.exit_layer)
-                for target in chunk.actions[:execute]:
-                    q = q + np.clip(target - q, -cap, cap)
+                for goal in chunk.actions[:execute]:
+                    q = q + np.clip(goal - q, -cap, cap)
                     steps += 1
                     if scene.success(q):
                         ok = True
