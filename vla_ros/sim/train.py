@@ -5,7 +5,9 @@ Steps (each cached under the work folder, so a re-run resumes):
 2. the inputs prepared exactly as the runtime prepares them: a first export of the untrained
    model gives the package's own image preprocessors, prompt builder and normalizers;
 3. training of a small multi-exit A1-family model (MLP regression head read at every exit,
-   loss averaged over all exits, so every exit acts) on the CPU within a time budget;
+   loss averaged over all exits, so every exit acts) on the CPU within a time budget, with
+   training-only probes that teach where the blocks are and which one the words name
+   (`probes`), and a check of that choice per exit (`ChoiceCheck`) logged as it trains;
 4. export of the trained weights to the output package, then early-exit calibration on
    held-out demonstration frames.
 The package's provenance records the command, data, steps and losses.
