@@ -113,6 +113,8 @@ def probes(model):
     import torch
     from torch import nn
 
+    from vla_ros.sim.scene import COLORS
+
     cfg = model.cfg
     d = cfg.lm.hidden_size
     per = cfg.vision.tokens_per_image
@@ -121,8 +123,8 @@ def probes(model):
     cells = np.stack([rows.ravel(), cols.ravel()], 1) / max(g - 1, 1) * 2 - 1
     p = nn.ModuleDict({
         'position': nn.Linear(d, 2),
-        'blocks': nn.Linear(len(cfg.cameras) * per * d, 6),
-        'scene': nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 6)),
+        'blocks': nn.Linear(len(cfg.cameras) * per * d, 2 * len(COLORS)),
+        'scene': nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 2 * len(COLORS))),
         'target': nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 2))})
     p.register_buffer('cells', torch.from_numpy(
         np.tile(cells, (len(cfg.cameras), 1)).astype(np.float32)), persistent=False)
@@ -161,8 +163,8 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
           seed: int = 0, progress=print, on_eval=None) -> dict:
     """`state_noise`: Gaussian noise on the normalized state inputs (labels untouched), so
     the joint positions cannot stand in for what the cameras show. `last_only`: the fraction
-    of the run that trains the deepest exit only. `probe_weight`: weight of the target-probe
-    losses (`probes`). `on_eval(step)` runs after each validation and may add to the log."""
+    of the run that trains the deepest exit only. `probe_weight`: weight of the probe losses
+    (`probes`). `on_eval(step)` runs after each validation and may add to the log."""
     import torch
 
     torch.manual_seed(seed)
