@@ -196,14 +196,9 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
         step += 1
         if step % 200 == 0 or step == 50:
             val = evaluate_loss(model, data, val_idx)
-            entry = {'step': step, 'train_l1': act, 'train_probe_l1': aux,
-                     'val_l1_per_exit': val, 's': round(time.monotonic() - t0, 1)}
-            if on_eval is not None:
-                entry.update(on_eval(step))
-            log.append(entry)
-            extra = {k: v for k, v in entry.items() if k not in ('step', 'train_l1', 's',
-                                                                 'train_probe_l1',
-                                                                 'val_l1_per_exit')}
+            extra = on_eval(step) if on_eval is not None else {}
+            log.append({'step': step, 'train_l1': act, 'train_probe_l1': aux,
+                        'val_l1_per_exit': val, 's': round(time.monotonic() - t0, 1), **extra})
             progress(f'train: step {step}, L1 {act:.4f}, probe {aux:.3f}, val L1 per exit '
                      f'{[round(v, 4) for v in val.values()]}'
                      + ''.join(f', {k} {v}' for k, v in extra.items())
@@ -251,16 +246,15 @@ class ChoiceCheck:
         model.eval()
         b = self.data.batch(self.frames)
         exits = model.cfg.exits
+        span = model.layout.actions
+        out = {}
         with torch.no_grad():
             h = model.embed(b.input_ids, model.encode_images(b.images), b.state)
             _, outputs, _ = model.segment(h, b.attention_mask, 0, exits[-1] + 1)
-        span = model.layout.actions
-        out = {}
-        for layer in exits:
-            with torch.no_grad():
+            for layer in exits:
                 pred = model.head(model.decoder.norm(outputs[layer])[:, span.start:span.end])
-            d = np.abs(self.alternatives - pred.numpy()[:, None]).mean(axis=(2, 3))
-            out[str(layer)] = round(float((d.argmin(1) == self.truth).mean()), 3)
+                d = np.abs(self.alternatives - pred.numpy()[:, None]).mean(axis=(2, 3))
+                out[str(layer)] = round(float((d.argmin(1) == self.truth).mean()), 3)
         return out
 
 
