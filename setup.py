@@ -44,7 +44,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vla-ros = vla_ros.cli:main',
-            'vla_policy = vla_ros.ros.policy_node:main',
+            'vla_policy = vla_ros.ros.node.policy_node:main',
             'sim_robot = vla_ros.ros.sim_nodes:main_robot',
             'sim_cameras = vla_ros.ros.sim_nodes:main_cameras',
         ],

@@ -65,8 +65,8 @@ def write_tiny_files(root: Path) -> None:
 
 @pytest.fixture
 def tiny_package(tmp_path: Path) -> Path:
-    from vla_ros.runtime.manifest import parse_manifest
-    from vla_ros.runtime.package import write_manifest
+    from vla_ros.runtime.package.loader import write_manifest
+    from vla_ros.runtime.package.manifest import parse_manifest
 
     root = tmp_path / 'tiny'
     write_tiny_files(root)
@@ -135,8 +135,8 @@ def robot_packages(tmp_path_factory):
     from vla_ros.export.tokenizer import word_tokenizer
     from vla_ros.model.config import VLAConfig
     from vla_ros.model.vla import VLA
-    from vla_ros.runtime.manifest import ActionSpec, Normalization, SpaceSpec
-    from vla_ros.runtime.package import load_package, update_manifest
+    from vla_ros.runtime.package.loader import load_package, update_manifest
+    from vla_ros.runtime.package.manifest import ActionSpec, Normalization, SpaceSpec
 
     root = tmp_path_factory.mktemp('robot_packages')
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from vla_ros.export.exporter import ExportSpec
 from vla_ros.model.config import VLAConfig
-from vla_ros.runtime.manifest import Normalization
+from vla_ros.runtime.package.manifest import Normalization
 
 JOINTS = tuple(f'joint{i}' for i in range(1, 6))  # 5 of the 6 model dims: one is padding
 WORDS = ['pick', 'up', 'the', 'red', 'cube', 'block']

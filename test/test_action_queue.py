@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vla_ros.runtime.action_queue import ActionQueue
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.merge import STRATEGIES, rtc_prefix_weights
-from vla_ros.runtime.trajectory import Trajectory
+from vla_ros.runtime.chunking.action_queue import ActionQueue
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.chunking.merge import STRATEGIES, rtc_prefix_weights
+from vla_ros.runtime.chunking.trajectory import Trajectory
 
 DT = 0.05
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from vla_ros.export.torch_backend import TorchBackend
 from vla_ros.runtime.backends import BackendError, load_backend
-from vla_ros.runtime.backends.torch_ref import TorchBackend
 from vla_ros.runtime.backends.trt import (
     EngineCache,
     EngineKey,
@@ -15,8 +15,8 @@ from vla_ros.runtime.backends.trt import (
     TensorRTBackend,
     onnx_digest,
 )
-from vla_ros.runtime.manifest import TensorSpec
-from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+from vla_ros.runtime.package.manifest import TensorSpec
+from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 
 
 def test_unknown_backend_lists_the_choices(exported):

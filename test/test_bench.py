@@ -3,7 +3,7 @@
 import json
 
 from vla_ros.cli import main
-from vla_ros.runtime.bench import BenchConfig, bench_package, write_plots
+from vla_ros.runtime.bench.package_bench import BenchConfig, bench_package, write_plots
 
 
 def test_bench_reports_stages_exits_and_the_torch_ratio(exported, tmp_path):

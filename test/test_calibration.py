@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from vla_ros.runtime.calibration import CalibrationConfig, calibrate_package
-from vla_ros.runtime.early_exit import (
+from vla_ros.runtime.package.loader import load_package
+from vla_ros.runtime.policy.calibration import CalibrationConfig, calibrate_package
+from vla_ros.runtime.policy.early_exit import (
     LAST_THRESHOLD,
     calibrate_for_budget,
     discrepancy,
@@ -14,9 +15,8 @@ from vla_ros.runtime.early_exit import (
     filtered_quantile_thresholds,
     simulate_exits,
 )
-from vla_ros.runtime.observations import load_observations, save_observations
-from vla_ros.runtime.package import load_package
-from vla_ros.runtime.policy import Observation
+from vla_ros.runtime.policy.observations import load_observations, save_observations
+from vla_ros.runtime.policy.policy import Observation
 
 # Three decisions, ten samples. Worked by hand with q = (0.3, 0.3, 0.4):
 # decision 0: the 3rd smallest of delta[0] is 0.3 -> T0 = 0.3; samples 0, 1, 2 exit.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vla_ros.ros.evaluate import parse_assignments, per_task
+from vla_ros.ros.evaluation.evaluate import parse_assignments, per_task
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / 'models' / 'default'
@@ -40,7 +40,7 @@ def test_results_are_broken_down_per_target_and_template():
 
 
 def test_the_default_model_is_a_valid_calibrated_package_for_the_xarm6():
-    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.package.loader import load_package
 
     m = load_package(DEFAULT).manifest
     assert m.state.names == tuple(f'joint{i}' for i in range(1, 7))
@@ -65,7 +65,7 @@ def test_the_default_model_follows_the_instruction_in_offline_rollouts():
 def test_the_franka_default_model_follows_the_instruction_in_offline_rollouts():
     """The same check for models/default-fr3 in the Franka scene (measured: 30 of 30 on seeds
     5000-5009)."""
-    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.package.loader import load_package
     from vla_ros.sim.rollout import rollout
 
     fr3 = ROOT / 'models' / 'default-fr3'
@@ -78,7 +78,7 @@ def test_the_franka_default_model_follows_the_instruction_in_offline_rollouts():
 
 
 def test_demo_episodes_run_over_the_real_services_and_write_media(tmp_path):
-    from vla_ros.ros.episodes import run_episodes, write_media
+    from vla_ros.ros.evaluation.episodes import run_episodes, write_media
 
     report = run_episodes(str(DEFAULT), 'xarm6', episodes=2, seed0=7000, timeout_s=8.0,
                           record_episodes=1, progress=lambda _: None)
@@ -95,7 +95,7 @@ def test_demo_episodes_run_over_the_real_services_and_write_media(tmp_path):
 def test_make_default_runs_every_step_and_records_how_the_model_was_made(tmp_path):
     import numpy as np
 
-    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.package.loader import load_package
     from vla_ros.sim.expert import load_demos
     from vla_ros.sim.train import ChoiceCheck, Prepared, default_config, make_default
 

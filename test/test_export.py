@@ -15,8 +15,8 @@ from vla_ros.export.exporter import ExportError, ExportSpec, export_package
 from vla_ros.export.tokenizer import word_tokenizer
 from vla_ros.model.vla import VLA
 from vla_ros.runtime.backends import load_backend
-from vla_ros.runtime.package import load_package
-from vla_ros.runtime.pipeline import ExitPipeline, ModelInputs
+from vla_ros.runtime.package.loader import load_package
+from vla_ros.runtime.policy.pipeline import ExitPipeline, ModelInputs
 
 CONFIGS = tiny_configs()
 

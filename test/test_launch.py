@@ -13,7 +13,7 @@ import yaml
 
 from vla_ros.adapters.robots import robot_spec
 from vla_ros.ros import launch_logic
-from vla_ros.ros.params import BY_NAME
+from vla_ros.ros.node.params import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from vla_ros.model.config import LMConfig, VLAConfig
 from vla_ros.model.decoder import Decoder, hf_config
 from vla_ros.model.training import Batch, multi_exit_loss
 from vla_ros.model.vla import VLA
-from vla_ros.runtime.flow import euler_integrate
+from vla_ros.runtime.policy.flow import euler_integrate
 
 CONFIGS = tiny_configs()
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import edit_manifest
 
 from vla_ros.runtime.errors import PackageError
-from vla_ros.runtime.manifest import SCHEMA_VERSION, parse_manifest
-from vla_ros.runtime.package import load_package, write_manifest
+from vla_ros.runtime.package.loader import load_package, write_manifest
+from vla_ros.runtime.package.manifest import SCHEMA_VERSION, parse_manifest
 
 
 def _rejects(root: Path, kind: str, match: str) -> PackageError:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vla_ros.runtime.backends import load_backend
-from vla_ros.runtime.manifest import ThresholdSet
-from vla_ros.runtime.package import update_manifest
-from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+from vla_ros.runtime.package.loader import update_manifest
+from vla_ros.runtime.package.manifest import ThresholdSet
+from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 
 
 def observation(pkg, seed: int = 0, cameras=None) -> Observation:
@@ -37,7 +37,7 @@ def evo1(exported, tmp_path):
 
     src = exported['evo1'][1].root
     shutil.copytree(src, tmp_path / 'evo1')
-    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.package.loader import load_package
 
     return load_package(tmp_path / 'evo1')
 

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from vla_ros.runtime.action_queue import ActionQueue
 from vla_ros.runtime.backends import BackendError, load_backend
-from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
-from vla_ros.runtime.policy_process import PolicyProcess
-from vla_ros.runtime.worker import InferenceWorker
+from vla_ros.runtime.chunking.action_queue import ActionQueue
+from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
+from vla_ros.runtime.serving.policy_process import PolicyProcess
+from vla_ros.runtime.serving.worker import InferenceWorker
 
 
 def _obs(m) -> Observation:

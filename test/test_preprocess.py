@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from conftest import write_tiny_files
 
-from vla_ros.runtime.manifest import CameraSpec, ChannelNorm, Normalization, PromptSpec, SpaceSpec
-from vla_ros.runtime.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+from vla_ros.runtime.package.manifest import (
+    CameraSpec,
+    ChannelNorm,
+    Normalization,
+    PromptSpec,
+    SpaceSpec,
+)
+from vla_ros.runtime.policy.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
 
 NORM = ChannelNorm((0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
 

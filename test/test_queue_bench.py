@@ -3,7 +3,7 @@
 import json
 
 from vla_ros.cli import main
-from vla_ros.runtime.queue_bench import Case, QueueBenchConfig, run_bench, summarize
+from vla_ros.runtime.bench.queue_bench import Case, QueueBenchConfig, run_bench, summarize
 
 SHORT = QueueBenchConfig(duration_s=6.0, seeds=(0,))
 

@@ -18,7 +18,7 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_ros.ros.policy_node import VlaPolicyNode
+from vla_ros.ros.node.policy_node import VlaPolicyNode
 from vla_ros.ros.sim_nodes import SimRobotNode
 
 pytestmark = pytest.mark.ros

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vla_ros.runtime.scheduling import LatencyEstimator, RequestPolicy
+from vla_ros.runtime.chunking.scheduling import LatencyEstimator, RequestPolicy
 
 
 def test_estimator_ignores_cold_start_samples():

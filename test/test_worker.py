@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from vla_ros.runtime.action_queue import ActionQueue
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.manifest import ActionSpec
-from vla_ros.runtime.worker import InferenceWorker
+from vla_ros.runtime.chunking.action_queue import ActionQueue
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.package.manifest import ActionSpec
+from vla_ros.runtime.serving.worker import InferenceWorker
 
 
 class _Manifest:

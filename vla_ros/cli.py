@@ -37,8 +37,8 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from vla_ros.runtime.package import load_package
-    from vla_ros.runtime.summary import describe
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.package.summary import describe
 
     pkg = load_package(args.package, verify_hashes=not args.no_verify)
     print(json.dumps(pkg.manifest.to_dict(), indent=1) if args.json else describe(pkg))
@@ -131,7 +131,12 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_node(args)
     if args.target != 'queue':
         return _bench_package(args)
-    from vla_ros.runtime.queue_bench import QueueBenchConfig, format_table, run_bench, summarize
+    from vla_ros.runtime.bench.queue_bench import (
+        QueueBenchConfig,
+        format_table,
+        run_bench,
+        summarize,
+    )
 
     cfg = QueueBenchConfig(latency_s=args.latency_ms / 1000, jitter_s=args.jitter_ms / 1000,
                            duration_s=args.duration_s, seeds=tuple(range(args.seeds)),
@@ -148,7 +153,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_node(args: argparse.Namespace) -> int:
     import json
 
-    from vla_ros.ros.node_bench import run_node_bench
+    from vla_ros.ros.evaluation.node_bench import run_node_bench
 
     if not args.model:
         print('vla-ros bench node: --model PACKAGE is required', file=sys.stderr)
@@ -177,8 +182,13 @@ def _bench_node(args: argparse.Namespace) -> int:
 def _bench_package(args: argparse.Namespace) -> int:
     import json
 
-    from vla_ros.runtime.bench import BenchConfig, bench_package, save_report, write_plots
-    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.bench.package_bench import (
+        BenchConfig,
+        bench_package,
+        save_report,
+        write_plots,
+    )
+    from vla_ros.runtime.package.loader import load_package
 
     pkg = load_package(args.target)
     cfg = BenchConfig(warmup=args.warmup, runs=args.runs, device=args.device,
@@ -213,7 +223,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 @command('calibrate', 'calibrate early-exit thresholds on recorded observations')(
     _calibrate_args)
 def _calibrate(args: argparse.Namespace) -> int:
-    from vla_ros.runtime.calibration import CalibrationConfig, calibrate_package
+    from vla_ros.runtime.policy.calibration import CalibrationConfig, calibrate_package
 
     try:
         cfg = CalibrationConfig(metrics=tuple(args.metrics),
@@ -242,7 +252,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 @command('demo', 'run the closed loop under the full ROS pipeline and report')(_demo_args)
 def _demo(args: argparse.Namespace) -> int:
-    from vla_ros.demo import run_demo
+    from vla_ros.ros.evaluation.demo import run_demo
 
     run_demo(args.out, args.episodes, args.model, args.duration_s, args.robot)
     return 0
@@ -271,7 +281,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    from vla_ros.ros.evaluate import evaluate, parse_assignments
+    from vla_ros.ros.evaluation.evaluate import evaluate, parse_assignments
 
     try:
         base = parse_assignments(args.param)

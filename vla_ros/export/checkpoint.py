@@ -19,7 +19,7 @@ import torch
 from vla_ros.export.exporter import ExportSpec
 from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
 from vla_ros.model.vla import VLA
-from vla_ros.runtime.manifest import Normalization
+from vla_ros.runtime.package.manifest import Normalization
 
 META = 'vla_ros_checkpoint.json'
 

@@ -22,7 +22,8 @@ import torch
 from vla_ros.export.graphs import GraphPlan, plan_graphs
 from vla_ros.model.config import VLAConfig
 from vla_ros.model.vla import VLA
-from vla_ros.runtime.manifest import (
+from vla_ros.runtime.package.loader import ModelPackage, write_manifest
+from vla_ros.runtime.package.manifest import (
     ActionSpec,
     CameraSpec,
     ChannelNorm,
@@ -37,7 +38,6 @@ from vla_ros.runtime.manifest import (
     SpaceSpec,
     TensorSpec,
 )
-from vla_ros.runtime.package import ModelPackage, write_manifest
 
 IMAGENET = ChannelNorm((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SIGLIP = ChannelNorm((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

@@ -5,7 +5,7 @@ expert, VLA-Adapter's policy blocks) are cut at the same places, so a graph neve
 weights another graph holds. Batch size is 1 and every shape is static (one robot, one
 observation; static shapes are what TensorRT optimizes best).
 
-Graph I/O names are the runtime's contract (see vla_ros/runtime/pipeline.py):
+Graph I/O names are the runtime's contract (see vla_ros/runtime/policy/pipeline.py):
   vision:        image.<camera> (1, C, S, S)               -> vision_tokens
   embed:         input_ids, vision_tokens [, state]        -> hidden
   segment:       hidden, attention_mask  -> hidden_out [, k_<l>, v_<l> | feat_<l>]

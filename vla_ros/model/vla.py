@@ -25,7 +25,7 @@ from vla_ros.model.heads.flow_dit import FlowDiTHead
 from vla_ros.model.heads.flow_expert import FlowExpertHead
 from vla_ros.model.heads.token_heads import NARTokenHead, RegressionHead
 from vla_ros.model.vision import build_vision, image_channels
-from vla_ros.runtime.flow import euler_integrate
+from vla_ros.runtime.policy.flow import euler_integrate
 
 
 @dataclass(frozen=True)

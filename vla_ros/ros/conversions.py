@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vla_ros.runtime.preprocess import ENCODINGS
+from vla_ros.runtime.policy.preprocess import ENCODINGS
 
 _CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
 

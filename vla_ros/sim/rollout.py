@@ -2,7 +2,7 @@
 the tabletop scene, stepping the arm kinematically at the model's dt and executing the first
 `execute` actions of each chunk before inferring again. Deterministic for a given package and
 seeds, so it is a regression check of a trained model and quick to iterate with; the ROS
-closed loop (vla_ros/ros/episodes.py) is the measurement that counts for deployment.
+closed loop (vla_ros/ros/evaluation/episodes.py) is the measurement that counts for deployment.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def rollout(package_dir: str, seeds, robot: str = 'xarm6', mode: str = 'full',
     """`target`: name this block (a colour) in every episode instead of each seed's draw, so
     one layout can be run with every instruction."""
     from vla_ros.runtime.backends.base import load_backend
-    from vla_ros.runtime.package import load_package
-    from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
     from vla_ros.sim.scene import TabletopScene
 
     pkg = load_package(package_dir)

@@ -46,7 +46,7 @@ def default_config():
 
 
 def _bounds(x: np.ndarray, pad: float = 0.05):
-    from vla_ros.runtime.manifest import Normalization
+    from vla_ros.runtime.package.manifest import Normalization
 
     lo, hi = x.min(axis=0), x.max(axis=0)
     span = np.maximum(hi - lo, 1e-3)
@@ -58,8 +58,12 @@ class Prepared:
     """Training tensors in the model's space, made with the package's own preprocessing."""
 
     def __init__(self, pkg_dir: Path, demos: dict[str, np.ndarray], cameras) -> None:
-        from vla_ros.runtime.package import load_package
-        from vla_ros.runtime.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+        from vla_ros.runtime.package.loader import load_package
+        from vla_ros.runtime.policy.preprocess import (
+            ImagePreprocessor,
+            PromptBuilder,
+            SpaceNormalizer,
+        )
 
         pkg = load_package(pkg_dir)
         m = pkg.manifest
@@ -285,9 +289,9 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
     from vla_ros.export.exporter import ExportSpec, export_package
     from vla_ros.export.tokenizer import word_tokenizer
     from vla_ros.model.vla import VLA
-    from vla_ros.runtime.calibration import CalibrationConfig, calibrate_package
-    from vla_ros.runtime.observations import save_observations
-    from vla_ros.runtime.policy import Observation
+    from vla_ros.runtime.policy.calibration import CalibrationConfig, calibrate_package
+    from vla_ros.runtime.policy.observations import save_observations
+    from vla_ros.runtime.policy.policy import Observation
     from vla_ros.sim.expert import block_positions, collect, load_demos, save_demos
 
     if robot not in SCENE_OF:

@@ -55,5 +55,5 @@ def load_backend(package, kind: str = 'onnxruntime', device: str = 'cpu',
         return TensorRTBackend(package, precision=precision, **options)
     if kind == 'torch':
         raise BackendError('the torch backend runs a checkpoint, not a package: use '
-                           'vla_ros.runtime.backends.torch_ref.TorchBackend.from_checkpoint')
+                           'vla_ros.export.torch_backend.TorchBackend.from_checkpoint')
     raise BackendError(f'unknown backend {kind!r}; choose one of {BACKENDS}')

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from vla_ros.runtime.backends.base import Backend, BackendError
-from vla_ros.runtime.manifest import GraphSpec, TensorSpec
+from vla_ros.runtime.package.manifest import GraphSpec, TensorSpec
 
 WORKSPACE_BYTES = 4 << 30
 

@@ -21,9 +21,9 @@ import os
 from dataclasses import dataclass
 
 from vla_ros.runtime.backends.base import BackendError
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.package import read_manifest
-from vla_ros.runtime.policy import Observation, PolicyConfig
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.package.loader import read_manifest
+from vla_ros.runtime.policy.policy import Observation, PolicyConfig
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ def _serve(conn, package_dir: str, backend: BackendSpec, config: PolicyConfig, n
     import numpy as np
 
     from vla_ros.runtime.backends import load_backend
-    from vla_ros.runtime.package import load_package
-    from vla_ros.runtime.policy import Policy
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.policy.policy import Policy
 
     if nice:
         os.nice(nice)

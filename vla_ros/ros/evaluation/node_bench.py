@@ -42,8 +42,8 @@ def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from vla_ros.ros.policy_node import VlaPolicyNode
-    from vla_ros.runtime.package import read_manifest
+    from vla_ros.ros.node.policy_node import VlaPolicyNode
+    from vla_ros.runtime.package.loader import read_manifest
 
     m = read_manifest(package)
     cams = [c.name for c in m.cameras]

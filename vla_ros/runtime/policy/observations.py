@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.runtime.policy import Observation
+from vla_ros.runtime.policy.policy import Observation
 
 
 def save_observations(path: str | Path, observations: list[Observation]) -> Path:

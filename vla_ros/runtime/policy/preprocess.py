@@ -17,7 +17,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vla_ros.runtime.manifest import CameraSpec, Normalization, PromptSpec, SpaceSpec
+from vla_ros.runtime.package.manifest import CameraSpec, Normalization, PromptSpec, SpaceSpec
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8')
 _INTERP = {'bicubic': cv2.INTER_CUBIC, 'bilinear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA,

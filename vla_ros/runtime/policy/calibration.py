@@ -18,11 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.runtime.backends import load_backend
-from vla_ros.runtime.early_exit import DISTRIBUTIONS, METRICS, calibrate_for_budget, discrepancy
-from vla_ros.runtime.manifest import ThresholdSet
-from vla_ros.runtime.observations import load_observations
-from vla_ros.runtime.package import ModelPackage, load_package, update_manifest
-from vla_ros.runtime.policy import Policy, PolicyConfig
+from vla_ros.runtime.package.loader import ModelPackage, load_package, update_manifest
+from vla_ros.runtime.package.manifest import ThresholdSet
+from vla_ros.runtime.policy.early_exit import (
+    DISTRIBUTIONS,
+    METRICS,
+    calibrate_for_budget,
+    discrepancy,
+)
+from vla_ros.runtime.policy.observations import load_observations
+from vla_ros.runtime.policy.policy import Policy, PolicyConfig
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 def parse_assignments(items) -> dict:
     """`name=value` strings -> vla_policy parameter values, typed by the parameter's default;
     unknown names and values of the wrong type raise ValueError."""
-    from vla_ros.ros.params import BY_NAME
+    from vla_ros.ros.node.params import BY_NAME
 
     out = {}
     for item in items:
@@ -62,7 +62,7 @@ def per_task(results: list[dict]) -> dict[str, dict]:
 
 def evaluate(model: str | None, robot: str, episodes: int, seed0: int, timeout_s: float,
              base: dict, variants: list[tuple[str, dict]], progress=print) -> dict:
-    from vla_ros.ros.episodes import run_episodes
+    from vla_ros.ros.evaluation.episodes import run_episodes
     from vla_ros.ros.launch_logic import default_model
 
     pkg = model or str(default_model(robot=robot))

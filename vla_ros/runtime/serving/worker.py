@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vla_ros.runtime.action_queue import ActionQueue, MergeReport
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.policy import Observation, Policy  # or a PolicyProcess
-from vla_ros.runtime.scheduling import LatencyEstimator, RequestPolicy
+from vla_ros.runtime.chunking.action_queue import ActionQueue, MergeReport
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.chunking.scheduling import LatencyEstimator, RequestPolicy
+from vla_ros.runtime.policy.policy import Observation, Policy  # or a PolicyProcess
 
 log = logging.getLogger('vla_ros.worker')
 
@@ -197,7 +197,7 @@ class InferenceWorker:
         self.on_chunk(chunk, report)
 
     def _prefix_weights(self, guidance, m) -> tuple[np.ndarray, np.ndarray]:
-        from vla_ros.runtime.merge import rtc_prefix_weights
+        from vla_ros.runtime.chunking.merge import rtc_prefix_weights
 
         prefix, covered = guidance
         d = self.latency.delay_steps(m.action.dt_s)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.merge import MergeInput, MergeStrategy, make_strategy
-from vla_ros.runtime.trajectory import INTERPOLATIONS, Trajectory
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.chunking.merge import MergeInput, MergeStrategy, make_strategy
+from vla_ros.runtime.chunking.trajectory import INTERPOLATIONS, Trajectory
 
 # A chunk stamped further in the future than this is a clock mismatch, not latency.
 FUTURE_TOLERANCE_S = 0.05

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vla_ros.runtime.backends.base import Backend
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.early_exit import METRICS, discrepancy
-from vla_ros.runtime.flow import euler_times, sample_noise
-from vla_ros.runtime.package import ModelPackage
-from vla_ros.runtime.pipeline import ExitPipeline, ModelInputs
-from vla_ros.runtime.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.package.loader import ModelPackage
+from vla_ros.runtime.policy.early_exit import METRICS, discrepancy
+from vla_ros.runtime.policy.flow import euler_times, sample_noise
+from vla_ros.runtime.policy.pipeline import ExitPipeline, ModelInputs
+from vla_ros.runtime.policy.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
 
 MODES = ('full', 'fixed', 'early_exit')
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from vla_ros.runtime.errors import PackageError
-from vla_ros.runtime.manifest import FileEntry, Manifest, parse_manifest
+from vla_ros.runtime.package.manifest import FileEntry, Manifest, parse_manifest
 
 MANIFEST = 'manifest.json'
 ALLOWED_SUFFIXES = ('.onnx', '.data', '.json', '.safetensors', '.txt', '.md', '.model')

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from vla_ros.runtime.action_queue import ActionQueue
-from vla_ros.runtime.chunk import ActionChunk
-from vla_ros.runtime.merge import STRATEGIES
-from vla_ros.runtime.scheduling import LatencyEstimator, RequestPolicy
+from vla_ros.runtime.chunking.action_queue import ActionQueue
+from vla_ros.runtime.chunking.chunk import ActionChunk
+from vla_ros.runtime.chunking.merge import STRATEGIES
+from vla_ros.runtime.chunking.scheduling import LatencyEstimator, RequestPolicy
 
 
 @dataclass(frozen=True)

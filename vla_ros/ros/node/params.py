@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vla_ros.adapters.robots import ROBOTS
-from vla_ros.runtime.merge import RTC_SCHEDULES, STRATEGIES
+from vla_ros.runtime.chunking.merge import RTC_SCHEDULES, STRATEGIES
 
 
 @dataclass(frozen=True)

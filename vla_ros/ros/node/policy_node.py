@@ -45,17 +45,17 @@ from vla_ros.adapters.adapter import AdapterError, RobotAdapter
 from vla_ros.adapters.robots import robot_spec
 from vla_ros.adapters.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros.conversions import s_to_stamp
-from vla_ros.ros.inputs import InputSlots
-from vla_ros.ros.params import BY_NAME, PARAMS
-from vla_ros.runtime.action_queue import ActionQueue
+from vla_ros.ros.node.params import BY_NAME, PARAMS
+from vla_ros.ros.node.slots import InputSlots
 from vla_ros.runtime.backends import BackendError, load_backend
+from vla_ros.runtime.chunking.action_queue import ActionQueue
+from vla_ros.runtime.chunking.merge import make_strategy
+from vla_ros.runtime.chunking.scheduling import RequestPolicy
 from vla_ros.runtime.errors import PackageError
-from vla_ros.runtime.merge import make_strategy
-from vla_ros.runtime.package import load_package, read_manifest
-from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
-from vla_ros.runtime.policy_process import BackendSpec, PolicyProcess
-from vla_ros.runtime.scheduling import RequestPolicy
-from vla_ros.runtime.worker import InferenceWorker
+from vla_ros.runtime.package.loader import load_package, read_manifest
+from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
+from vla_ros.runtime.serving.policy_process import BackendSpec, PolicyProcess
+from vla_ros.runtime.serving.worker import InferenceWorker
 
 CALLBACK_FAULT_HOLD_S = 1.0  # how long a failed callback holds the robot
 CONTROL_SWITCH_INTERVAL_S = 0.0005

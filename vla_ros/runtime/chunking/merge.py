@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_ros.runtime.trajectory import Trajectory
+from vla_ros.runtime.chunking.trajectory import Trajectory
 
 WEIGHTED_PRESETS = {'weighted_average': 0.3, 'average': 0.5, 'conservative': 0.7}
 RTC_SCHEDULES = ('exp', 'linear', 'ones', 'zeros')

@@ -7,10 +7,10 @@ live line every second, then a report (success, inference rate, latency percenti
 taken, backbone compute saved) written as JSON.
 
 The model: `models/default` (see models/README.md), trained in the tabletop scene, serving the
-touch tasks in episodes (vla_ros/ros/episodes.py): success rate, a GIF of the scene camera and
-plots are written to the output folder. Without models/default, and said so plainly, a small
-Evo-1-shaped package with random weights built here in about half a minute - it exercises and
-measures the whole runtime, but its motions are not a task.
+touch tasks in episodes (vla_ros/ros/evaluation/episodes.py): success rate, a GIF of the
+scene camera and plots are written to the output folder. Without models/default, and said so
+plainly, a small Evo-1-shaped package with random weights built here in about half a minute -
+it exercises and measures the whole runtime, but its motions are not a task.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ def build_demo_package(out: Path, progress=print) -> Path:
     from vla_ros.export.tokenizer import word_tokenizer
     from vla_ros.model.config import VLAConfig
     from vla_ros.model.vla import VLA
-    from vla_ros.runtime.bench import synthetic_observations
-    from vla_ros.runtime.calibration import CalibrationConfig, calibrate_package
-    from vla_ros.runtime.manifest import Normalization
-    from vla_ros.runtime.observations import save_observations
-    from vla_ros.runtime.package import load_package
+    from vla_ros.runtime.bench.package_bench import synthetic_observations
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.package.manifest import Normalization
+    from vla_ros.runtime.policy.calibration import CalibrationConfig, calibrate_package
+    from vla_ros.runtime.policy.observations import save_observations
 
     pkg_dir = out / 'package'
     torch.manual_seed(0)
@@ -82,8 +82,8 @@ def run_demo(out_dir: str = 'out/demo', episodes: int = 5, model: str | None = N
 
 def run_task_demo(pkg: str, out: Path, episodes: int, robot: str = 'xarm6',
                   params: dict | None = None, progress=print) -> dict:
-    from vla_ros.ros.episodes import run_episodes, write_media
-    from vla_ros.runtime.package import read_manifest
+    from vla_ros.ros.evaluation.episodes import run_episodes, write_media
+    from vla_ros.runtime.package.loader import read_manifest
 
     m = read_manifest(pkg)
     progress(f'demo: {m.name} ({m.family}/{m.head.type}, exits {list(m.exits.layers)}, '
@@ -102,8 +102,8 @@ def run_task_demo(pkg: str, out: Path, episodes: int, robot: str = 'xarm6',
 
 
 def _random_weights_demo(out: Path, duration_s: float, progress) -> dict:
-    from vla_ros.ros.node_bench import run_node_bench
-    from vla_ros.runtime.package import read_manifest
+    from vla_ros.ros.evaluation.node_bench import run_node_bench
+    from vla_ros.runtime.package.loader import read_manifest
 
     pkg = out / 'package'
     progress('demo: models/default (the trained demo model) is not in this tree, so this '

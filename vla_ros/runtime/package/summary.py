@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vla_ros.runtime.manifest import SpaceSpec
-from vla_ros.runtime.package import ModelPackage
+from vla_ros.runtime.package.loader import ModelPackage
+from vla_ros.runtime.package.manifest import SpaceSpec
 
 
 def _size(n: int) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_ros.runtime.trajectory import Trajectory
+from vla_ros.runtime.chunking.trajectory import Trajectory
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.runtime.backends import load_backend
-from vla_ros.runtime.package import ModelPackage
-from vla_ros.runtime.policy import Observation, Policy, PolicyConfig
+from vla_ros.runtime.package.loader import ModelPackage
+from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 
 STAGES = ('preprocess', 'vision', 'embed', 'segment', 'head', 'total')
 
@@ -123,7 +123,7 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
                   progress: Callable[[str], None] = print) -> dict:
     m = pkg.manifest
     if cfg.data:
-        from vla_ros.runtime.observations import load_observations
+        from vla_ros.runtime.policy.observations import load_observations
 
         observations = load_observations(cfg.data)
     else:
@@ -131,7 +131,7 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
     backends = [('onnxruntime', lambda: load_backend(pkg, 'onnxruntime', cfg.device,
                                                      cfg.precision, threads=cfg.threads))]
     if cfg.torch_checkpoint:
-        from vla_ros.runtime.backends.torch_ref import TorchBackend
+        from vla_ros.export.torch_backend import TorchBackend
 
         backends.append(('torch', lambda: TorchBackend.from_checkpoint(
             cfg.torch_checkpoint, device='cuda' if cfg.device != 'cpu' else 'cpu',

@@ -87,7 +87,7 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
     runtime's measurements. `record_episodes`: keep scene-camera frames of the first ones."""
     from std_srvs.srv import SetBool, Trigger
 
-    from vla_ros.ros.node_bench import policy_with_peers, runtime_report
+    from vla_ros.ros.evaluation.node_bench import policy_with_peers, runtime_report
 
     params = dict(params or {})
     results = []

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from vla_ros.runtime.backends.base import Backend
-from vla_ros.runtime.flow import euler_integrate
-from vla_ros.runtime.manifest import Manifest
+from vla_ros.runtime.package.manifest import Manifest
+from vla_ros.runtime.policy.flow import euler_integrate
 
 
 @dataclass
