@@ -66,7 +66,7 @@ def write_tiny_files(root: Path) -> None:
 @pytest.fixture
 def tiny_package(tmp_path: Path) -> Path:
     from vla_ros.runtime.package.loader import write_manifest
-    from vla_ros.runtime.package.manifest import parse_manifest
+    from vla_ros.runtime.package.parse import parse_manifest
 
     root = tmp_path / 'tiny'
     write_tiny_files(root)

@@ -3,13 +3,15 @@
 import json
 
 from vla_ros.cli import main
+from vla_ros.export.torch_backend import bench_backends
 from vla_ros.runtime.bench.package_bench import BenchConfig, bench_package, write_plots
 
 
 def test_bench_reports_stages_exits_and_the_torch_ratio(exported, tmp_path):
     _, pkg, ckpt = exported['evo1']
     cfg = BenchConfig(warmup=1, runs=3, deadline_ms=1000.0, torch_checkpoint=str(ckpt))
-    report = bench_package(pkg, cfg, progress=lambda _: None)
+    report = bench_package(pkg, cfg, progress=lambda _: None,
+                           extra_backends=bench_backends(cfg))
     ort = report['backends']['onnxruntime']
     full = ort['modes']['full']
     assert set(full['latency_ms']) == {'preprocess', 'vision', 'embed', 'segment', 'head',

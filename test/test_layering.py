@@ -1,5 +1,7 @@
-"""The robot-side layers stay light: vla_ros.runtime and vla_ros.adapters import without
-torch, transformers or rclpy, and no lower layer imports vla_ros.ros."""
+"""The tree is the architecture: vla_ros.runtime and vla_ros.adapters import without torch,
+transformers or rclpy; each part imports only what its rule in ALLOWED names (so the runtime
+never imports export/, model/, sim/ or ros/); only vla_ros.ros imports rclpy; files stay
+small and every package says what it owns."""
 
 import ast
 import pkgutil
@@ -53,15 +55,101 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_lower_layers_never_import_the_ros_layer():
+# What each part of the tree may import from the project (prefixes of module names). A module
+# is ruled by its longest matching key; every import counts, module-level or inside a function.
+ALLOWED = {
+    'vla_ros.runtime': (),  # its __init__; a new top-level module gets a rule on purpose
+    'vla_ros.runtime.errors': (),
+    'vla_ros.runtime.package': ('vla_ros.runtime.errors', 'vla_ros.runtime.package'),
+    'vla_ros.runtime.backends': ('vla_ros.runtime.errors', 'vla_ros.runtime.package',
+                                 'vla_ros.runtime.backends'),
+    'vla_ros.runtime.chunking': ('vla_ros.runtime.chunking',),
+    'vla_ros.runtime.policy': ('vla_ros.runtime.errors', 'vla_ros.runtime.package',
+                               'vla_ros.runtime.backends', 'vla_ros.runtime.chunking',
+                               'vla_ros.runtime.policy'),
+    'vla_ros.runtime.serving': ('vla_ros.runtime.errors', 'vla_ros.runtime.package',
+                                'vla_ros.runtime.backends', 'vla_ros.runtime.chunking',
+                                'vla_ros.runtime.policy', 'vla_ros.runtime.serving'),
+    'vla_ros.runtime.bench': ('vla_ros.runtime',),
+    'vla_ros.adapters': ('vla_ros.adapters',),
+    'vla_ros.model': ('vla_ros.model', 'vla_ros.runtime.policy.flow'),
+    'vla_ros.export': ('vla_ros.export', 'vla_ros.model', 'vla_ros.runtime'),
+    'vla_ros.sim': ('vla_ros.sim', 'vla_ros.adapters', 'vla_ros.runtime', 'vla_ros.model',
+                    'vla_ros.export'),
+    'vla_ros.ros': ('vla_ros.ros.conversions', 'vla_ros.ros.launch_logic', 'vla_ros.adapters',
+                    'vla_ros.runtime', 'vla_ros.sim'),
+    'vla_ros.ros.node': ('vla_ros.ros.node', 'vla_ros.ros.conversions', 'vla_ros.adapters',
+                         'vla_ros.runtime'),
+    'vla_ros.ros.evaluation': ('vla_ros',),
+    'vla_ros.cli': ('vla_ros',),
+    'vla_ros': ('vla_ros',),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix('').parts)
+    if parts[-1] == '__init__':
+        parts.pop()
+    return '.'.join(parts)
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + '.')
+
+
+def _rule(module: str) -> str:
+    return max((k for k in ALLOWED if _within(module, k)), key=len)
+
+
+def _relative_imports(path: Path) -> int:
+    tree = ast.parse(path.read_text(), str(path))
+    return sum(isinstance(n, ast.ImportFrom) and n.level > 0 for n in ast.walk(tree))
+
+
+def test_each_part_imports_only_the_parts_below_it():
     offenders = []
-    for layer in ('runtime', 'adapters', 'export', 'model'):
-        for path in (ROOT / layer).rglob('*.py'):
-            bad = [n for n in _imports(path) if n == 'vla_ros.ros' or n.startswith('vla_ros.ros.')
-                   or n.split('.')[0] == 'rclpy']
-            if bad:
-                offenders.append(f'{path.relative_to(ROOT)}: {bad}')
+    for path in sorted(ROOT.rglob('*.py')):
+        module = _module_name(path)
+        allowed = ALLOWED[_rule(module)]
+        for name in sorted(_imports(path)):
+            if name.split('.')[0] == 'vla_ros' and name != 'vla_ros' and \
+                    not any(_within(name, a) for a in allowed):
+                offenders.append(f'{module} imports {name}')
+        if _relative_imports(path):
+            offenders.append(f'{module} uses relative imports')
     assert not offenders, offenders
+
+
+def test_only_the_ros_layer_imports_rclpy():
+    offenders = [str(p.relative_to(ROOT)) for p in sorted(ROOT.rglob('*.py'))
+                 if not _within(_module_name(p), 'vla_ros.ros')
+                 and any(n.split('.')[0] in ('rclpy', 'launch', 'launch_ros')
+                         for n in _imports(p))]
+    assert not offenders, offenders
+
+
+def test_the_rules_know_every_module():
+    # A new top-level module or package must be placed in ALLOWED on purpose.
+    unknown = [_module_name(p) for p in ROOT.rglob('*.py')
+               if _rule(_module_name(p)) == 'vla_ros' and _module_name(p) != 'vla_ros']
+    assert not unknown, unknown
+
+
+def test_no_source_file_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob('*.py')
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_runtime_top_level_stays_a_map_of_sub_packages():
+    top = [m.name for m in pkgutil.iter_modules([str(ROOT / 'runtime')]) if not m.ispkg]
+    assert len(top) <= 8, top
+
+
+def test_every_package_says_what_it_owns():
+    bare = [str(p.relative_to(ROOT)) for p in ROOT.rglob('__init__.py')
+            if ast.get_docstring(ast.parse(p.read_text())) is None]
+    assert not bare, bare
 
 
 def test_every_layer_is_a_package():

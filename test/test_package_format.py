@@ -13,7 +13,8 @@ from conftest import edit_manifest
 
 from vla_ros.runtime.errors import PackageError
 from vla_ros.runtime.package.loader import load_package, write_manifest
-from vla_ros.runtime.package.manifest import SCHEMA_VERSION, parse_manifest
+from vla_ros.runtime.package.manifest import SCHEMA_VERSION
+from vla_ros.runtime.package.parse import parse_manifest
 
 
 def _rejects(root: Path, kind: str, match: str) -> PackageError:

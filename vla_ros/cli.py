@@ -196,7 +196,13 @@ def _bench_package(args: argparse.Namespace) -> int:
                       threshold_sets=tuple(args.threshold_set), deadline_ms=args.deadline_ms,
                       torch_checkpoint=args.torch_checkpoint, data=args.data)
     quiet = args.json
-    report = bench_package(pkg, cfg, progress=(lambda _: None) if quiet else print)
+    extra = {}
+    if cfg.torch_checkpoint:
+        from vla_ros.export.torch_backend import bench_backends
+
+        extra = bench_backends(cfg)
+    report = bench_package(pkg, cfg, progress=(lambda _: None) if quiet else print,
+                           extra_backends=extra)
     if args.out:
         save_report(report, args.out)
     if args.plots:

@@ -7,6 +7,7 @@ installed. torch is imported only when one is created, so the runtime stays torc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,3 +64,13 @@ class TorchBackend(Backend):
     def synchronize(self) -> None:
         if self.device.startswith('cuda'):
             self.torch.cuda.synchronize()
+
+
+def bench_backends(cfg) -> dict[str, Callable[[], Backend]]:
+    """The torch factory for `bench_package(..., extra_backends=...)` when the bench config
+    names a checkpoint (same device, precision and threads as the ONNX Runtime run)."""
+    if not cfg.torch_checkpoint:
+        return {}
+    return {'torch': lambda: TorchBackend.from_checkpoint(
+        cfg.torch_checkpoint, device='cuda' if cfg.device != 'cpu' else 'cpu',
+        precision=cfg.precision, threads=cfg.threads)}

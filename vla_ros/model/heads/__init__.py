@@ -1,0 +1,2 @@
+"""Action heads of the four families (flow DiT, flow expert, bridge, token heads).
+"""

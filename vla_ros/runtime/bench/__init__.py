@@ -1,0 +1,6 @@
+"""Benchmarks of the runtime without ROS (`vla-ros bench PKG`, `vla-ros bench queue`).
+
+package_bench.py measures a package per backend and mode (the torch reference is handed in
+by the caller, never imported here); queue_bench.py runs chunk execution in closed loop.
+The node under load is measured by vla_ros.ros.evaluation.node_bench.
+"""

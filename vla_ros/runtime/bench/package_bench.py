@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vla_ros.runtime.backends import load_backend
+from vla_ros.runtime.backends import Backend, load_backend
 from vla_ros.runtime.package.loader import ModelPackage
 from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 
@@ -120,7 +120,13 @@ def _rss_mb() -> float:
 
 
 def bench_package(pkg: ModelPackage, cfg: BenchConfig,
-                  progress: Callable[[str], None] = print) -> dict:
+                  progress: Callable[[str], None] = print,
+                  extra_backends: Mapping[str, Callable[[], Backend]] | None = None) -> dict:
+    """Benchmarks ONNX Runtime and every backend of `extra_backends` (name -> factory) on the
+    same observations. The torch reference lives on the offline side (it needs torch and the
+    checkpoint): `vla_ros.export.torch_backend.bench_backends(cfg)` makes its factory, so this
+    module never imports torch or the export layer."""
+    extra_backends = dict(extra_backends or {})
     m = pkg.manifest
     if cfg.data:
         from vla_ros.runtime.policy.observations import load_observations
@@ -130,12 +136,10 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
         observations = synthetic_observations(pkg, max(cfg.runs, 4), cfg.seed)
     backends = [('onnxruntime', lambda: load_backend(pkg, 'onnxruntime', cfg.device,
                                                      cfg.precision, threads=cfg.threads))]
-    if cfg.torch_checkpoint:
-        from vla_ros.export.torch_backend import TorchBackend
-
-        backends.append(('torch', lambda: TorchBackend.from_checkpoint(
-            cfg.torch_checkpoint, device='cuda' if cfg.device != 'cpu' else 'cpu',
-            precision=cfg.precision, threads=cfg.threads)))
+    if cfg.torch_checkpoint and 'torch' not in extra_backends:
+        raise ValueError('torch_checkpoint is set but no torch backend was given: pass '
+                         'vla_ros.export.torch_backend.bench_backends(cfg) as extra_backends')
+    backends.extend(extra_backends.items())
     default = m.threshold_set()
     sets = list(cfg.threshold_sets)
     if not sets and default is not None:

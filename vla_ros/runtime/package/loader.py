@@ -2,95 +2,29 @@
 
 A package is a directory holding `manifest.json` and the files it lists (ONNX graphs and
 their external data, the tokenizer, optional JSON/safetensors side files). Loading checks,
-besides the manifest itself: every listed file exists, no unlisted file is present, hashes
-match, no path escapes the directory (symlinks included), and nothing can execute code when
-loaded (no pickle, no torch `.pt`). Imports numpy-free standard library only.
+besides the manifest itself (`parse.py`): every listed file exists, no unlisted file is
+present, hashes match, and each file passes `files.py` (no path escapes the directory,
+symlinks included; nothing can execute code when loaded). Standard library only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from vla_ros.runtime.errors import PackageError
-from vla_ros.runtime.package.manifest import FileEntry, Manifest, parse_manifest
-
-MANIFEST = 'manifest.json'
-ALLOWED_SUFFIXES = ('.onnx', '.data', '.json', '.safetensors', '.txt', '.md', '.model')
-PICKLE_SUFFIXES = ('.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.bin', '.joblib', '.npy', '.npz')
-_HASH_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def check_relative_path(rel: str, where: str) -> None:
-    """Rejects a manifest path that could point outside the package."""
-    p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or '\\' in rel or rel.startswith('~') or '..' in p.parts \
-            or p.parts[:1] == ('.',) or str(p) != rel:
-        raise PackageError('path_escape', f'{where}: path {rel!r} must be a plain relative path '
-                           'inside the package (no "..", no leading "/" or "./")')
-
-
-def _looks_like_pickle(path: Path) -> bool:
-    with open(path, 'rb') as f:
-        head = f.read(4)
-    # Pickle protocol 2+ starts with PROTO (0x80) and the protocol number.
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return True
-    # torch.save writes a zip archive holding data.pkl.
-    if head == b'PK\x03\x04':
-        try:
-            with zipfile.ZipFile(path) as z:
-                return any(n.endswith('.pkl') for n in z.namelist())
-        except zipfile.BadZipFile:
-            return False
-    return False
-
-
-def check_file_safe(root: Path, rel: str) -> Path:
-    """Returns the absolute path of a package file after the path and content checks."""
-    check_relative_path(rel, 'files')
-    path = root / rel
-    real_root = root.resolve()
-    real = path.resolve()
-    if real_root not in real.parents:
-        raise PackageError('path_escape', f'{rel!r} resolves to {real}, outside the package '
-                           f'{real_root} (a symlink?); copy the file into the package instead')
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise PackageError('unsafe_file', f'{rel!r}: {suffix} files may hold pickled code and '
-                           'are never loaded; convert the weights with `vla-ros export`')
-    if suffix not in ALLOWED_SUFFIXES:
-        raise PackageError('unsafe_file', f'{rel!r}: file type {suffix or "(none)"} is not '
-                           f'allowed in a package (allowed: {", ".join(ALLOWED_SUFFIXES)})')
-    if path.is_file() and _looks_like_pickle(path):
-        raise PackageError('unsafe_file', f'{rel!r} holds pickled data although named '
-                           f'{suffix}; packages never contain pickles')
-    return path
-
-
-def _scan(root: Path) -> list[str]:
-    """All entries below root except the manifest, as posix relative paths."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        base = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
-            rel = (base / name).relative_to(root).as_posix()
-            if rel != MANIFEST:
-                found.append(rel)
-    return sorted(found)
+from vla_ros.runtime.package.files import (
+    MANIFEST,
+    check_file_safe,
+    check_relative_path,
+    scan_files,
+    sha256_file,
+)
+from vla_ros.runtime.package.manifest import FileEntry, Manifest
+from vla_ros.runtime.package.parse import parse_manifest
 
 
 def _check_references(manifest: Manifest) -> None:
@@ -152,7 +86,7 @@ def load_package(root: str | os.PathLike[str], *, verify_hashes: bool = True) ->
     manifest = read_manifest(root)
     listed = manifest.files
     _check_references(manifest)
-    present = _scan(root)
+    present = scan_files(root)
     for rel in present:
         check_file_safe(root, rel)  # an unlisted pickle is reported as unsafe, not as extra
     extra = sorted(set(present) - set(listed))
@@ -180,7 +114,7 @@ def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> ModelPac
     atomically. The files must already be in place. Returns the loaded package."""
     root = Path(root)
     files = {}
-    for rel in _scan(root):
+    for rel in scan_files(root):
         path = check_file_safe(root, rel)
         files[rel] = FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
     manifest = replace(manifest, files=files)
