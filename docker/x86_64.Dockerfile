@@ -34,10 +34,12 @@ RUN python3 -m pip install --no-cache-dir \
 
 WORKDIR /ws
 COPY . /ws/src/vla_ros
+# onnxruntime and tokenizers are installed above; pybullet only serves use_sim:=true,
+# which a robot image does not run.
 RUN rosdep init \
  && rosdep update --rosdistro jazzy \
  && rosdep install --from-paths src --ignore-src -y --rosdistro jazzy \
-      --skip-keys "python3-onnxruntime-pip python3-tokenizers-pip python3-torch python3-transformers-pip" \
+      --skip-keys "python3-onnxruntime-pip python3-tokenizers-pip python3-pybullet-pip" \
  && rm -rf /var/lib/apt/lists/* \
  && source /opt/ros/jazzy/setup.bash \
  && colcon build --packages-select vla_ros

@@ -12,7 +12,8 @@ def generate_launch_description():
     generic = PathJoinSubstitution([FindPackageShare('vla_ros'), 'launch', 'vla.launch.py'])
     return LaunchDescription([
         DeclareLaunchArgument('arm_id', default_value='fr3', choices=['fr3', 'panda', 'fer'],
-                              description='Franka arm: fr3, or Panda as panda/fer naming.'),
+                              description='Franka arm: fr3, or the Panda as panda or fer '
+                                          '(its current name; fer_jointN joints).'),
         IncludeLaunchDescription(PythonLaunchDescriptionSource(generic),
                                  launch_arguments={'robot': LaunchConfiguration('arm_id')}
                                  .items())])

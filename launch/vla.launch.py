@@ -5,7 +5,7 @@ only declares the arguments and turns the decided nodes into actions.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch_ros.actions import Node
 
 from vla_ros.ros import launch_logic
@@ -13,7 +13,11 @@ from vla_ros.ros import launch_logic
 
 def _setup(context, *args, **kwargs):
     values = launch_logic.launch_configurations_to_args(dict(context.launch_configurations))
-    actions = [SetEnvironmentVariable(k, v) for k, v in launch_logic.environment(values).items()]
+    # The launch's own environment: what the user exported, or an enclosing launch set.
+    env = getattr(context, 'environment', None)
+    actions = [LogInfo(msg=m) for m in launch_logic.environment_log(values, env=env)]
+    actions += [SetEnvironmentVariable(k, v)
+                for k, v in launch_logic.environment(values, env=env).items()]
     actions += [Node(**spec) for spec in launch_logic.nodes(values)]
     return actions
 

@@ -4,6 +4,8 @@ launch classes they use (recording what they were given)."""
 
 import ast
 import importlib.util
+import re
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -54,25 +56,121 @@ def test_default_model_and_simulation_nodes():
 def test_a_robot_with_its_own_shipped_model_gets_it(tmp_path):
     own = tmp_path / 'models' / 'default-fr3'
     own.mkdir(parents=True)
-    assert launch_logic.default_model(tmp_path, 'fr3') == tmp_path / 'models' / 'default'
     (own / 'manifest.json').write_text('{}')
     assert launch_logic.default_model(tmp_path, 'fr3') == own
     assert launch_logic.default_model(tmp_path, 'xarm6') == tmp_path / 'models' / 'default'
     assert launch_logic.default_model(tmp_path) == tmp_path / 'models' / 'default'
 
 
+def test_a_robot_without_its_own_model_never_gets_the_xarm6_model(tmp_path):
+    (tmp_path / 'models' / 'default').mkdir(parents=True)
+    (tmp_path / 'models' / 'default' / 'manifest.json').write_text('{}')
+    assert launch_logic.default_model(tmp_path, 'ur5') == tmp_path / 'models' / 'default-ur5'
+
+
+@pytest.mark.parametrize('robot', sorted(set(launch_logic.CONFIGS) - {'xarm6', 'fr3'}))
+def test_launch_without_model_fails_at_once_for_a_robot_without_a_shipped_model(robot):
+    args = launch_logic.launch_configurations_to_args({'robot': robot})
+    with pytest.raises(FileNotFoundError, match=f'robot:={robot} has no shipped default '
+                       r'model.*pass model:='):
+        launch_logic.nodes(args, root=ROOT)
+    (node,) = launch_logic.nodes({**args, 'model': '/m/pkg'}, root=ROOT)
+    assert node['parameters'][1]['model_path'] == '/m/pkg'
+
+
+def test_launch_without_model_fails_at_once_when_the_xarm6_model_is_not_installed(tmp_path):
+    (tmp_path / 'config').mkdir()
+    shutil.copy(ROOT / 'config' / 'xarm6.yaml', tmp_path / 'config')
+    args = launch_logic.launch_configurations_to_args({})
+    with pytest.raises(FileNotFoundError, match='pass model:='):
+        launch_logic.nodes(args, root=tmp_path)
+
+
+@pytest.mark.parametrize('robot', ['xarm6', 'fr3'])
+def test_robots_with_a_shipped_model_launch_it_by_default(robot):
+    args = launch_logic.launch_configurations_to_args({'robot': robot})
+    (node,) = launch_logic.nodes(args, root=ROOT)
+    expected = ROOT / 'models' / ('default' if robot == 'xarm6' else f'default-{robot}')
+    assert node['parameters'][1]['model_path'] == str(expected)
+
+
+def test_every_franka_arm_id_choice_launches(fake_launch):
+    ld = _load(ROOT / 'launch' / 'franka.launch.py').generate_launch_description()
+    arm_id = next(a for a in ld.args[0] if type(a).__name__ == 'DeclareLaunchArgument')
+    assert arm_id.args[0] == 'arm_id' and 'fer' in arm_id.kwargs['choices']
+    for choice in arm_id.kwargs['choices']:
+        args = launch_logic.launch_configurations_to_args({'robot': choice,
+                                                           'model': '/m/pkg'})
+        (node,) = launch_logic.nodes(args, root=ROOT)
+        assert node['parameters'][0].endswith(f'config/{choice}.yaml')
+        assert robot_spec(choice).name == choice
+
+
+def test_fer_config_drives_the_fer_joints_with_the_panda_limits():
+    params = yaml.safe_load((ROOT / 'config' / 'fer.yaml').read_text())
+    assert params['vla_policy']['ros__parameters']['controller'] == 'fer_arm_controller'
+    fer, panda = robot_spec('fer'), robot_spec('panda')
+    assert fer.joint_names == tuple(f'fer_joint{i}' for i in range(1, 8))
+    assert [(j.lower, j.upper) for j in fer.joints] == [(j.lower, j.upper)
+                                                        for j in panda.joints]
+
+
+def test_scene_robots_are_those_the_sim_has_a_scene_for():
+    from vla_ros.sim.scene import SCENE_OF
+
+    assert set(launch_logic.SCENE_ROBOTS) == set(SCENE_OF)
+
+
 def test_simulation_without_a_scene_streams_camera_test_images():
-    for extra in ({'robot': 'ur5'}, {'sim_scene': 'none'}):
+    for extra in ({'robot': 'ur5', 'model': '/m/pkg'}, {'sim_scene': 'none'}):
         args = launch_logic.launch_configurations_to_args({'use_sim': 'true', **extra})
         nodes = launch_logic.nodes(args, root=ROOT)
         assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']
         assert 'scene' not in nodes[1]['parameters'][0]
 
 
-def test_shared_memory_profile_is_set_for_every_process():
-    env = launch_logic.environment({'fastdds_shm': 'true'}, root=ROOT)
-    assert Path(env['FASTRTPS_DEFAULT_PROFILES_FILE']).is_file()
-    assert launch_logic.environment({'fastdds_shm': 'false'}) == {}
+PROFILE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
+OURS = str(ROOT / 'config' / 'fastdds_shm.xml')
+
+
+def test_shared_memory_profile_is_set_by_default_when_the_user_has_none():
+    args = launch_logic.launch_configurations_to_args({})
+    env = launch_logic.environment(args, root=ROOT, env={})
+    assert env == {PROFILE: OURS} and Path(OURS).is_file()
+    assert launch_logic.environment_log(args, root=ROOT, env={}) == []
+
+
+def test_a_users_own_profile_is_kept_by_default():
+    args = launch_logic.launch_configurations_to_args({})
+    user = {PROFILE: '/home/me/my_profile.xml'}
+    assert launch_logic.environment(args, root=ROOT, env=user) == {}
+    (line,) = launch_logic.environment_log(args, root=ROOT, env=user)
+    assert '/home/me/my_profile.xml' in line and 'kept' in line
+
+
+def test_a_users_own_profile_is_kept_when_it_comes_from_os_environ(monkeypatch):
+    monkeypatch.setenv(PROFILE, '/home/me/my_profile.xml')
+    assert launch_logic.environment({'fastdds_shm': 'auto'}, root=ROOT) == {}
+
+
+def test_fastdds_shm_true_replaces_a_users_profile_and_logs_it():
+    args = launch_logic.launch_configurations_to_args({'fastdds_shm': 'true'})
+    user = {PROFILE: '/home/me/my_profile.xml'}
+    assert launch_logic.environment(args, root=ROOT, env=user) == {PROFILE: OURS}
+    (line,) = launch_logic.environment_log(args, root=ROOT, env=user)
+    assert 'replacing yours (/home/me/my_profile.xml)' in line
+
+
+def test_fastdds_shm_false_sets_no_profile():
+    args = launch_logic.launch_configurations_to_args({'fastdds_shm': 'false'})
+    assert launch_logic.environment(args, root=ROOT, env={}) == {}
+    assert launch_logic.environment_log(args, root=ROOT, env={}) == []
+
+
+def test_fastdds_profile_comment_names_the_real_launch_argument():
+    comment = (ROOT / 'config' / 'fastdds_shm.xml').read_text().split('-->')[0]
+    named = set(re.findall(r'(\w+):=', comment))
+    assert named and named <= {a.name for a in launch_logic.ARGUMENTS}, named
 
 
 def test_bad_arguments_are_clear_errors():
@@ -99,7 +197,7 @@ def fake_launch(monkeypatch):
     for mod, names in {
         'launch': ['LaunchDescription'],
         'launch.actions': ['DeclareLaunchArgument', 'OpaqueFunction', 'SetEnvironmentVariable',
-                           'IncludeLaunchDescription'],
+                           'IncludeLaunchDescription', 'LogInfo'],
         'launch.substitutions': ['LaunchConfiguration', 'PathJoinSubstitution'],
         'launch.launch_description_sources': ['PythonLaunchDescriptionSource'],
         'launch_ros.actions': ['Node'],
@@ -128,11 +226,28 @@ def test_generic_launch_declares_described_arguments_and_starts_the_nodes(fake_l
     assert all(kw['description'] for kw in declared.values())
     assert declared['robot']['choices'] == list(launch_logic.CONFIGS)
     setup = next(a for a in actions if type(a).__name__ == 'OpaqueFunction').kwargs['function']
-    context = types.SimpleNamespace(launch_configurations={'robot': 'ur5', 'use_sim': 'true'})
+    context = types.SimpleNamespace(launch_configurations={'robot': 'ur5', 'use_sim': 'true',
+                                                           'model': '/m/pkg'},
+                                    environment={})
     started = setup(context)
     nodes = [a.kwargs for a in started if type(a).__name__ == 'Node']
     assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot', 'sim_cameras']
     assert any(type(a).__name__ == 'SetEnvironmentVariable' for a in started)
+
+
+def test_generic_launch_keeps_the_profile_of_its_environment_and_logs_it(fake_launch,
+                                                                         monkeypatch):
+    monkeypatch.setattr(launch_logic, 'share_dir', lambda: ROOT)
+    actions = _load(ROOT / 'launch' / 'vla.launch.py').generate_launch_description().args[0]
+    setup = next(a for a in actions if type(a).__name__ == 'OpaqueFunction').kwargs['function']
+    for mode, sets in (('auto', False), ('true', True)):
+        context = types.SimpleNamespace(
+            launch_configurations={'fastdds_shm': mode},
+            environment={PROFILE: '/home/me/my_profile.xml'})
+        started = setup(context)
+        assert any(type(a).__name__ == 'SetEnvironmentVariable' for a in started) == sets
+        logged = [a.kwargs['msg'] for a in started if type(a).__name__ == 'LogInfo']
+        assert len(logged) == 1 and '/home/me/my_profile.xml' in logged[0]
 
 
 @pytest.mark.parametrize('name,robot_arg', [('xarm6', 'xarm6'), ('agibot_g1', 'agibot_g1'),

@@ -5,14 +5,21 @@ launch_ros Node actions; the per-robot launch files only fix `robot`.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-SCENE_ROBOTS = ('xarm6', 'fr3', 'panda')  # robots with a tabletop scene (vla_ros/sim/scene.py)
+# Robots with a tabletop scene (vla_ros/sim/scene.py, SCENE_OF).
+SCENE_ROBOTS = ('xarm6', 'fr3', 'panda', 'fer')
 CONFIGS = {  # robot -> config file under share/vla_ros/config
-    'xarm6': 'xarm6.yaml', 'fr3': 'fr3.yaml', 'panda': 'panda.yaml', 'ur5': 'ur5.yaml',
-    'ur5e': 'ur5e.yaml', 'agibot_g1': 'agibot_g1.yaml',
+    'xarm6': 'xarm6.yaml', 'fr3': 'fr3.yaml', 'panda': 'panda.yaml', 'fer': 'fer.yaml',
+    'ur5': 'ur5.yaml', 'ur5e': 'ur5e.yaml', 'agibot_g1': 'agibot_g1.yaml',
 }
+# models/default is trained on this robot; every other robot needs models/default-<robot>
+# (or model:=), since another arm's model would only fail once it is loaded.
+DEFAULT_MODEL_ROBOT = 'xarm6'
+PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,10 @@ ARGUMENTS = (
     Argument('sim_scene', 'tabletop', 'With use_sim: the tabletop touch tasks (xarm6, fr3, '
              'panda: cameras rendered from the arm, instructions from the task) or none '
              '(sim_cameras streams).', ('tabletop', 'none')),
-    Argument('fastdds_shm', 'true', 'Use the 16 MB shared-memory FastDDS profile for camera '
-             'transport (set for every process this launch starts).', ('true', 'false')),
+    Argument('fastdds_shm', 'auto', 'The 16 MB shared-memory FastDDS profile for camera '
+             f'transport, as {PROFILE_VARIABLE} of every process this launch starts: auto '
+             'sets it unless that variable is already set, true replaces yours, false never '
+             'sets it.', ('auto', 'true', 'false')),
     Argument('namespace', '', 'Namespace of the vla_policy node.'),
     Argument('log_level', 'info', 'Logging level.', ('debug', 'info', 'warn', 'error')),
 )
@@ -75,19 +84,57 @@ def config_file(robot: str, override: str = '', root: Path | None = None) -> Pat
 
 
 def default_model(root: Path | None = None, robot: str | None = None) -> Path:
-    """models/default-<robot> where the package ships one for that robot, else
-    models/default (the xArm6 model)."""
+    """models/default-<robot> where the package ships one for that robot; models/default
+    (the xArm6 model) for the xArm6 or no robot. For any other robot without its own model
+    this is the models/default-<robot> path that does not exist: callers check for it."""
     models = (root or share_dir()) / 'models'
     own = models / f'default-{robot}'
-    return own if robot and (own / 'manifest.json').is_file() else models / 'default'
+    if robot and (own / 'manifest.json').is_file():
+        return own
+    return models / 'default' if robot in (None, '', DEFAULT_MODEL_ROBOT) else own
 
 
-def environment(args: dict[str, str], root: Path | None = None) -> dict[str, str]:
-    """Environment variables for every process of the launch."""
-    if not _flag(args.get('fastdds_shm', 'true')):
-        return {}
-    return {'FASTRTPS_DEFAULT_PROFILES_FILE': str((root or share_dir()) / 'config' /
-                                                  'fastdds_shm.xml')}
+def shipped_model(robot: str, root: Path | None = None) -> Path:
+    """The default model for `robot`, or FileNotFoundError saying to pass model:=."""
+    path = default_model(root, robot)
+    if not (path / 'manifest.json').is_file():
+        raise FileNotFoundError(
+            f'robot:={robot} has no shipped default model ({path} does not exist; '
+            f'models/default is for the {DEFAULT_MODEL_ROBOT} only): pass model:=<model '
+            f'package directory> trained for the {robot}')
+    return path
+
+
+def _profile(args: dict[str, str], root: Path | None,
+             env: Mapping[str, str] | None) -> tuple[dict[str, str], list[str]]:
+    mode = args.get('fastdds_shm', 'auto')
+    if mode not in ('auto', 'true', 'false'):
+        raise ValueError(f'fastdds_shm: expected auto, true or false, got {mode!r}')
+    ours = str((root or share_dir()) / 'config' / 'fastdds_shm.xml')
+    theirs = (os.environ if env is None else env).get(PROFILE_VARIABLE, '')
+    if mode == 'false' or theirs == ours:
+        return {}, []
+    if not theirs:
+        return {PROFILE_VARIABLE: ours}, []
+    if mode == 'auto':
+        return {}, [f'{PROFILE_VARIABLE}={theirs} is kept (yours); fastdds_shm:=true '
+                    f'would replace it with {ours}']
+    return {PROFILE_VARIABLE: ours}, [f'fastdds_shm:=true: {PROFILE_VARIABLE} set to {ours}, '
+                                      f'replacing yours ({theirs})']
+
+
+def environment(args: dict[str, str], root: Path | None = None,
+                env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment variables for every process of the launch. `env` is the environment the
+    launch runs in (default os.environ): a FastDDS profile the user chose there is kept
+    unless fastdds_shm:=true."""
+    return _profile(args, root, env)[0]
+
+
+def environment_log(args: dict[str, str], root: Path | None = None,
+                    env: Mapping[str, str] | None = None) -> list[str]:
+    """Lines for the launch log about what environment() kept or replaced."""
+    return _profile(args, root, env)[1]
 
 
 def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
@@ -95,7 +142,7 @@ def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
     robot = args.get('robot', 'xarm6')
     params_file = config_file(robot, args.get('config', ''), root)
     overrides: dict = {'robot': robot,
-                       'model_path': args.get('model') or str(default_model(root, robot)),
+                       'model_path': args.get('model') or str(shipped_model(robot, root)),
                        'autostart': _flag(args.get('autostart', 'true')),
                        'engage_on_activate': _flag(args.get('engage', 'false'))}
     if args.get('instruction'):
