@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# Every test run gets its own ROS domain and discovers on this host only, so two runs on one
+# machine (or a run beside a robot on the network) never see each other's topics. Set before
+# any test imports rclpy; child processes (launch, sim robot, node) inherit it.
+os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # Jazzy and later
+if os.environ.get('ROS_DISTRO') == 'humble':  # deprecated (and warned about) from Jazzy on
+    os.environ['ROS_LOCALHOST_ONLY'] = '1'
 
 
 def manifest_dict() -> dict:

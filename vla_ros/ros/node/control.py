@@ -1,9 +1,12 @@
 """The vla_policy node's control path: the control thread, its tick, and trajectory updates.
 
 Threads: `_control_loop` is its own thread (not an executor timer; see policy_node.py) that
-owns the SafetyFilter through `_safety_lock` and publishes streamed commands; `_on_trajectory`
-is an executor timer for trajectory controllers. Every command leaves through the filter.
-Mixed into VlaPolicyNode (policy_node.py).
+owns the SafetyFilter through `_safety_lock` and publishes every command: streamed setpoints
+each tick, and for trajectory controllers the plan ahead every `trajectory_rate_hz` period
+(on the control thread's absolute schedule, so no period is skipped or sent twice) and a
+hold at once, on the tick the filter stops tracking. Every tick runs the filter, whatever
+the inputs: with joint states missing or incomplete it holds from its last command, so a
+fault can never leave the arm on an old plan or end in a jump. Mixed into VlaPolicyNode.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ CONTROL_SWITCH_INTERVAL_S = 0.0005
 
 
 class ControlMixin:
-    """The control thread and the trajectory timer: every command through the filter."""
+    """The control thread: every command, streamed or trajectory, through the filter."""
 
     def _fault_now(self, now: float, target) -> str:
         if time.monotonic() - self._callback_fault_at < CALLBACK_FAULT_HOLD_S:
@@ -77,27 +80,44 @@ class ControlMixin:
                 self.get_logger().error('control thread did not stop within 5 s')
             self._control_thread = None
 
-    @guarded('control tick')
-    def _on_control(self) -> None:
-        t_mono = time.monotonic()
-        if self._ticks and t_mono - self._ticks[-1] > 1.5 / self.p('control_rate_hz'):
-            self._missed_ticks += 1
-            if self._swap['state'] == 'loading':
-                self._swap['missed'] += 1
+    def _count_tick(self, t_mono: float) -> None:
+        period = 1.0 / self.p('control_rate_hz')
+        if self._ticks:
+            gap = t_mono - self._ticks[-1]
+            if gap > 1.5 * period:  # a stall of n periods missed n - 1 ticks
+                missed = max(1, int(round(gap / period)) - 1)
+                self._missed_ticks += missed
+                if self._swap['state'] == 'loading':
+                    self._swap['missed'] += missed
         self._ticks.append(t_mono)
         if len(self._ticks) > 2000:
             del self._ticks[:1000]
+
+    def _measured(self) -> tuple[np.ndarray | None, str]:
+        """The arm's joint positions and '' ; or the last known ones and why they are not
+        current (a joint missing from /joint_states, none received); None before any."""
         joints = self.slots.joints()
-        if joints is None:
-            return  # nothing to command relative to: the filter has no pose yet
-        try:
-            measured = self.adapter.joint_positions(joints.names, joints.positions)
-        except KeyError as e:
-            self._log_every('measured', 2.0, 'error', f'cannot command: {e}')
-            return
+        why = 'no joint_states received'
+        if joints is not None:
+            try:
+                self._last_measured = self.adapter.joint_positions(joints.names,
+                                                                   joints.positions)
+                return self._last_measured, ''
+            except KeyError as e:
+                why = f'joint_states incomplete: {e.args[0] if e.args else e}'
+                self._log_every('measured', 2.0, 'error', f'holding: {why}')
+        return self._last_measured, why
+
+    @guarded('control tick')
+    def _on_control(self) -> None:
+        t_mono = time.monotonic()
+        self._count_tick(t_mono)
+        measured, input_fault = self._measured()
+        if measured is None:
+            return  # the arm was never seen: nothing was ever commanded, nothing to hold
         now = self.now_s()
         target = self.queue.target(now)
-        fault = self._fault_now(now, target)
+        fault = input_fault or self._fault_now(now, target)
         merged = self.queue.chunks_merged
         if merged != self._seen_chunks:  # this tick is the first to use a new chunk
             self._seen_chunks = merged
@@ -106,14 +126,14 @@ class ControlMixin:
                 self.e2e_ms.append((now - chunk.stamp_s) * 1000.0)
                 del self.e2e_ms[:-1000]
         joint_target = None
-        if target is not None:
+        if target is not None and not fault:
             joint_target, _grippers = self.adapter.joint_targets(target.position, measured)
         dt = 1.0 / self.p('control_rate_hz')
         with self._safety_lock:
             cmd = self.safety.step(joint_target, measured, dt, fault, self._external_scale)
         if cmd.state == 'holding':
             self._log_every('hold', 2.0, 'warn', f'holding: {cmd.reason}')
-        self._last_cmd = cmd
+        previous, self._last_cmd = self._last_cmd, cmd
         mode = self.adapter.controller.mode
         if mode == 'position_stream':
             self._pubs['command'].publish(Float64MultiArray(data=cmd.positions.tolist()))
@@ -122,38 +142,65 @@ class ControlMixin:
                              position=cmd.positions.tolist(), velocity=cmd.velocities.tolist())
             msg.header.stamp = self.get_clock().now().to_msg()
             self._pubs['command'].publish(msg)
+        else:
+            self._tick_trajectory(cmd, previous, measured, now)
 
-    @guarded('trajectory update')
-    def _on_trajectory(self) -> None:
-        """Trajectory controllers: the plan ahead, through the safety filter, at a lower rate;
-        a hold when the filter is not tracking."""
-        last = self._last_cmd
-        joints = self.slots.joints()
-        if last is None or joints is None:
+    def _tick_trajectory(self, cmd, previous, measured: np.ndarray, now: float) -> None:
+        """Trajectory controllers: the plan ahead every trajectory period; a hold at once on
+        the tick the filter stops tracking (the controller would otherwise finish the old
+        plan), then every period while it holds."""
+        every = max(1, int(round(self.p('control_rate_hz') / self.p('trajectory_rate_hz'))))
+        self._trajectory_tick += 1
+        stopped = cmd.state != 'engaged' and previous is not None and \
+            previous.state == 'engaged'
+        if not stopped and self._trajectory_tick % every != 0:
             return
-        now = self.now_s()
+        self._trajectory_tick = 0
         msg = JointTrajectory()
         msg.joint_names = list(self.adapter.joint_names)
-        view = self.queue.plan_view(now, step_s=0.1) if last.state == 'engaged' else None
         safe = None
-        if view is not None:
-            measured = self.adapter.joint_positions(joints.names, joints.positions)
-            points = np.stack([self.adapter.joint_targets(p, measured)[0]
-                               for p in view.positions])
+        if cmd.state == 'engaged':
+            view = self.queue.plan_view(now, step_s=0.1)
+            if view is not None:
+                points = np.stack([self.adapter.joint_targets(p, measured)[0]
+                                   for p in view.positions])
+                with self._safety_lock:
+                    safe = self.safety.filter_trajectory(view.time_from_start_s, points,
+                                                         self._external_scale)
+            if safe is not None and len(safe[0]) < 2:
+                safe = None  # nothing ahead of now: hold rather than send an empty trajectory
+        if safe is None:
             with self._safety_lock:
-                safe = self.safety.filter_trajectory(view.time_from_start_s, points,
-                                                     self._external_scale)
-        if safe is not None and len(safe[0]) < 2:
-            safe = None  # nothing ahead of now: hold rather than send an empty trajectory
-        if safe is None:  # hold where the filter's command is now, at rest
-            pt = JointTrajectoryPoint(positions=last.positions.tolist(),
-                                      velocities=[0.0] * len(last.positions))
-            pt.time_from_start = duration_msg(0.1)
-            msg.points.append(pt)
-        else:
+                safe = braking_trajectory(self.safety)
             times, pos, vel = safe
-            for t, p, v in zip(times[1:], pos[1:], vel[1:], strict=True):
-                pt = JointTrajectoryPoint(positions=p.tolist(), velocities=v.tolist())
-                pt.time_from_start = duration_msg(float(t))
-                msg.points.append(pt)
+        else:
+            times, pos, vel = (a[1:] for a in safe)  # the first point is now
+        for t, q, v in zip(times, pos, vel, strict=True):
+            pt = JointTrajectoryPoint(positions=q.tolist(), velocities=v.tolist())
+            pt.time_from_start = duration_msg(float(t))
+            msg.points.append(pt)
         self._pubs['command'].publish(msg)
+
+
+BRAKING_SAMPLE_S = 0.02
+MIN_HOLD_S = 0.1
+
+
+def braking_trajectory(safety) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hold for a trajectory controller: from the filter's command and velocity, each
+    joint decelerating at its acceleration limit (times the scale) to a standstill, sampled
+    every 20 ms, ending at rest. The arm follows the filter's command, so this is reachable
+    within the limits from where it is; at rest it is one point where it stands."""
+    amax = safety.amax * safety.config.acceleration_scale
+    p0, v0 = safety.cmd.copy(), safety.vel.copy()
+    t_stop = np.abs(v0) / amax  # (J,)
+    t_end = float(np.max(t_stop, initial=0.0))
+    times = np.arange(BRAKING_SAMPLE_S, t_end, BRAKING_SAMPLE_S)
+    times = np.append(times, max(t_end, MIN_HOLD_S))
+    t = np.minimum(times[:, None], t_stop[None, :])  # (K, J): each joint stops at its t_stop
+    decel = -np.sign(v0) * amax
+    pos = p0 + v0 * t + 0.5 * decel * t * t
+    vel = v0 + decel * t
+    vel[-1] = 0.0
+    pos = np.clip(pos, safety.lower, safety.upper)
+    return times, pos, vel

@@ -1,8 +1,11 @@
 """Every parameter of the vla_policy node, declared in one place with its type, default,
 description, range or choices, and whether it can change while the node runs.
 
-Dynamic parameters are validated in the node's set-parameters callback (a bad value is
-rejected with the reason in the SetParameters result); read-only ones need a reconfigure.
+Every value is checked the same way wherever it comes from (a parameter file at start, a
+SetParameters request at run time): type (an integer is accepted for a double), range or
+choices, length. The node declares them with typed ROS descriptors (FloatingPointRange /
+IntegerRange, choices in additional_constraints); dynamic ones change while the node runs,
+the others only while it is unconfigured. No rclpy here.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 from vla_ros.adapters.robots import ROBOTS
 from vla_ros.runtime.chunking.merge import RTC_SCHEDULES, STRATEGIES
+
+MAX_STRING_LENGTH = 4096  # PATH_MAX: longer paths and instructions are refused, not parsed
 
 
 @dataclass(frozen=True)
@@ -23,8 +28,33 @@ class Param:
     choices: tuple[str, ...] = ()
     range: tuple[float, float] | None = None  # inclusive
 
+    @property
+    def kind(self) -> str:
+        """The ROS parameter type, from the default: double, integer, bool, string or
+        string_array."""
+        d = self.default
+        return ('bool' if isinstance(d, bool) else 'integer' if isinstance(d, int) else
+                'double' if isinstance(d, float) else 'string' if isinstance(d, str) else
+                'string_array')
+
+    def coerce(self, value: Any) -> Any:
+        """An integer given for a double parameter (`speed_scale: 1` in a YAML file, `ros2
+        param set ... speed_scale 1`) is that double; anything else is left as given."""
+        if self.kind == 'double' and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
     def check(self, value: Any) -> str:
         """'' if acceptable, else the reason."""
+        expected = {'bool': (bool,), 'integer': (int,), 'double': (float,), 'string': (str,),
+                    'string_array': (list, tuple)}[self.kind]
+        if not isinstance(value, expected) or (self.kind == 'integer' and
+                                               isinstance(value, bool)):
+            return f'{self.name} must be a {self.kind}, got {value!r}'
+        if self.kind == 'string_array' and not all(isinstance(v, str) for v in value):
+            return f'{self.name} must be a list of strings, got {value!r}'
+        if self.kind == 'string' and len(value) > MAX_STRING_LENGTH:
+            return f'{self.name} is {len(value)} characters long; at most {MAX_STRING_LENGTH}'
         if self.choices and value not in self.choices:
             return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
         if self.range is not None and not self.range[0] <= value <= self.range[1]:

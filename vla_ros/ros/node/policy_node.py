@@ -12,11 +12,12 @@ Threads and what they own:
   worker thread       talks to the Policy (in a child process by default); reads InputSlots,
                       writes the ActionQueue.
   loader thread       (hot-swap only) loads and warms a new package, hands it to the worker.
-This file holds the lifecycle, the ROS entities and the engage/reset services; the rest of
+This file holds the lifecycle and the ROS entities; the rest of
 the node is mixed in from its own modules beside it: inputs.py (subscriptions, callbacks, the
-worker's snapshot), control.py (control thread, trajectory updates), swap.py (model loading
-and hot-swap), reconfigure.py (parameter changes), status.py (~/status, /diagnostics),
-guard.py (the callback guard).
+worker's snapshot), control.py (control thread, trajectory updates), engage.py (the engage
+gate, engage/reset services, the stop on leaving active), swap.py (model loading and
+hot-swap), reconfigure.py (parameter declaration and changes), status.py (~/status,
+/diagnostics), guard.py (the callback guard).
 Transitions: configure loads and validates everything and warms up (FAILURE with the reason
 on any error); activate starts the worker and the timers; deactivate stops them and holds;
 cleanup releases everything. Faults never raise out of a callback: they end in a hold, a
@@ -25,16 +26,17 @@ diagnostic and a log line.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -43,7 +45,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_ros.adapters.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros.conversions import s_to_stamp
 from vla_ros.ros.node.control import ControlMixin
-from vla_ros.ros.node.guard import duration_msg, guarded
+from vla_ros.ros.node.engage import ENGAGE_ON_ACTIVATE_TIMEOUT_S, EngageMixin
+from vla_ros.ros.node.guard import duration_msg
 from vla_ros.ros.node.inputs import InputsMixin
 from vla_ros.ros.node.params import PARAMS
 from vla_ros.ros.node.reconfigure import ReconfigureMixin
@@ -56,20 +59,21 @@ from vla_ros.runtime.chunking.scheduling import RequestPolicy
 from vla_ros.runtime.serving.worker import InferenceWorker
 
 
-class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, StatusMixin,
-                    LifecycleNode):
+class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, ReconfigureMixin,
+                    StatusMixin, LifecycleNode):
     """Lifecycle and wiring; the parts live beside this file (see the module docstring)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__('vla_policy', **kwargs)
-        for p in PARAMS:
-            self.declare_parameter(p.name, p.default, ParameterDescriptor(
-                description=p.description, read_only=False,
-                additional_constraints=(f'one of {list(p.choices)}' if p.choices else
-                                        f'range {p.range}' if p.range else '')))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._safety_lock = threading.Lock()
         self._reset_state()
+        self._param_errors = self._declare_parameters()
+        for reason in self._param_errors.values():
+            self.get_logger().error(f'parameter rejected at start, configure will fail: '
+                                    f'{reason}')
+        if hasattr(self, 'add_pre_set_parameters_callback'):  # Iron and later
+            self.add_pre_set_parameters_callback(self._coerce_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _reset_state(self) -> None:
         self.manifest = self.policy = self.adapter = self.queue = self.safety = None
@@ -92,6 +96,10 @@ class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, Stat
         self._seen_chunks = 0
         self.e2e_ms: list[float] = []  # observation stamp -> first command using its chunk
         self._last_cmd = None
+        self._last_measured = None  # the arm's last complete joint positions
+        self._trajectory_tick = 0
+        self._active = False
+        self._engage_until = None  # engage_on_activate: retry until joint states arrive
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -122,8 +130,14 @@ class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, Stat
         """Loads the package and the robot adapter, warms up, creates the ROS entities.
         SUCCESS -> inactive; FAILURE (reason logged and on ~/status) -> unconfigured."""
         path = self.p('model_path')
+        problems = list(self._param_errors.values()) + [
+            r for p in PARAMS if p.name not in self._param_errors
+            for r in [p.check(self.p(p.name))] if r]
         if not path:
-            self.get_logger().error('configure: model_path is empty; set it to a model package')
+            problems.append('model_path is empty; set it to a model package')
+        if problems:
+            self.get_logger().error(f'configure failed: {"; ".join(problems)}')
+            self._fault = '; '.join(problems)
             return TransitionCallbackReturn.FAILURE
         t0 = time.monotonic()
         try:
@@ -137,6 +151,8 @@ class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, Stat
                                        safety_cfg, self.adapter.commanded)
         except LOAD_ERRORS as e:
             self.get_logger().error(f'configure failed: {type(e).__name__}: {e}')
+            if self.policy is not None:  # a failed configure leaves no inference process
+                self.policy.close()
             self._reset_state()
             self._fault = str(e)  # kept for whoever inspects the failed transition
             return TransitionCallbackReturn.FAILURE
@@ -185,12 +201,8 @@ class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, Stat
         self._srvs.append(self.create_service(Trigger, '~/reset', self._on_reset))
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Starts the worker and the timers. SUCCESS -> active."""
+        """Starts the worker, the control thread and the status timer. SUCCESS -> active."""
         super().on_activate(state)
-        if self.adapter.controller.mode == 'trajectory':
-            self._timers.append(self.create_timer(1.0 / self.p('trajectory_rate_hz'),
-                                                  self._on_trajectory,
-                                                  MutuallyExclusiveCallbackGroup()))
         self._control_stop.clear()
         self._control_thread = threading.Thread(target=self._control_loop,
                                                 name='vla_control', daemon=False)
@@ -198,31 +210,41 @@ class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, Stat
         self._timers.append(self.create_timer(0.5, self._on_status,
                                               MutuallyExclusiveCallbackGroup()))
         self.worker.start()
+        self._active = True
+        self.get_logger().info('activated: inferring; no motion before ~/engage')
         if self.p('engage_on_activate'):
-            ok, msg = self._engage()
-            self._log_every('engage', 0.0, 'info' if ok else 'warn', f'engage: {msg}')
+            # Joint states may not have arrived yet (a launch starts everything at once):
+            # retry until they do, for a bounded time.
+            self._engage_until = time.monotonic() + ENGAGE_ON_ACTIVATE_TIMEOUT_S
+            self._timers.append(self.create_timer(0.2, self._retry_engage,
+                                                  MutuallyExclusiveCallbackGroup()))
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stops the worker (joined with a timeout), holds, clears the queue. -> inactive."""
+        """Brings the arm to rest, then stops the control thread and the worker (joined
+        with a timeout). -> inactive; engage again after the next activate."""
+        self._bring_to_rest('deactivate')
         for t in self._timers:
             self.destroy_timer(t)
         self._timers = []
         self._stop_control()
         if self.worker and not self.worker.stop(timeout_s=10.0):
             self.get_logger().error('inference worker did not stop within 10 s')
-        with self._safety_lock:
-            self.safety.disengage()
         self.queue.clear()
         super().on_deactivate(state)
+        self.get_logger().info('deactivated')
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Destroys the ROS entities and releases the model. -> unconfigured."""
         self._release()
+        self.get_logger().info('cleaned up: unconfigured')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: brings the arm to rest if it was active, releases everything."""
+        if self._active:
+            self._bring_to_rest('shutdown')
         for t in self._timers:
             self.destroy_timer(t)
         self._stop_control()
@@ -268,56 +290,23 @@ class VlaPolicyNode(InputsMixin, ControlMixin, SwapMixin, ReconfigureMixin, Stat
     def _on_worker_fault(self, message: str) -> None:
         self._fault = message
 
-    # --- services ----------------------------------------------------------------------------
-
-    def _engage(self) -> tuple[bool, str]:
-        # Engaging needs the current pose (motion starts from it); missing camera images
-        # only make the filter hold until they arrive.
-        joints = self.slots.joints()
-        if joints is None:
-            return False, 'cannot engage: no joint_states yet'
-        age = self.now_s() - joints.received_s
-        if age * 1000.0 > self.p('max_staleness_ms'):
-            return False, f'cannot engage: joint_states are {age * 1000:.0f} ms old'
-        measured = self.adapter.joint_positions(joints.names, joints.positions)
-        with self._safety_lock:
-            try:
-                self.safety.engage(measured)
-            except RuntimeError as e:
-                return False, str(e)
-        return True, 'engaged: moving from the current pose'
-
-    @guarded('engage service')
-    def _on_engage(self, request: SetBool.Request, response: SetBool.Response):
-        if self.safety is None:
-            response.success, response.message = False, 'not configured'
-            return response
-        if request.data:
-            response.success, response.message = self._engage()
-        else:
-            with self._safety_lock:
-                self.safety.disengage()
-            response.success, response.message = True, 'disengaged: holding'
-        self.get_logger().info(f'~/engage {request.data}: {response.message}')
-        return response
-
-    @guarded('reset service')
-    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
-        if self.safety is None:
-            response.success, response.message = False, 'not configured'
-            return response
-        with self._safety_lock:
-            self.safety.reset()
-        self.queue.clear()
-        self._fault = ''
-        self._callback_fault_at = -1e9
-        response.success, response.message = True, 'reset: e-stop cleared; engage to move'
-        self.get_logger().info(response.message)
-        return response
-
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    """Runs the node until SIGINT (Ctrl-C) or SIGTERM (`docker stop`, a launch shutting
+    down). Either one ends in order while ROS still runs: an active node is deactivated (the
+    arm brought to rest), then shut down; the exit status is 0."""
+    # rclpy's own handler would shut the context down at once, and the stop could no
+    # longer be published: take the signals here instead.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    received = []
+
+    def on_signal(signum, _frame) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     node = VlaPolicyNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -325,13 +314,19 @@ def main(args=None) -> None:
         if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        if received:
+            node.get_logger().info(f'{received[0]}: shutting down')
+        if node._active:
+            node.trigger_deactivate()
+        node.trigger_shutdown()
+    except ExternalShutdownException:
         pass
     finally:
-        if node.worker is not None:
-            node.worker.stop(timeout_s=10.0)
+        executor.remove_node(node)
         node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
         if rclpy.ok():
             rclpy.shutdown()
 

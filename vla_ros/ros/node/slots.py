@@ -71,6 +71,11 @@ class InputSlots:
         if n == 0 or len(msg.position) != n:
             self._error('joint_states', f'{n} names but {len(msg.position)} positions')
             return False
+        if len(set(msg.name)) != n:
+            dup = sorted({x for x in msg.name if list(msg.name).count(x) > 1})
+            # Which of the two is the arm? Neither is trusted: the message is refused.
+            self._error('joint_states', f'duplicate joint names {dup}')
+            return False
         pos = np.asarray(msg.position, dtype=np.float64)
         if not np.all(np.isfinite(pos)):
             self._error('joint_states', 'non-finite positions')

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from rclpy.parameter import Parameter
 
 from vla_ros.adapters.adapter import AdapterError, RobotAdapter
 from vla_ros.adapters.robots import robot_spec
@@ -79,12 +80,14 @@ class SwapMixin:
                   for c in m.cameras}
         return Observation(images, np.zeros(m.state.dim), 'warm up', 0.0)
 
-    def _start_swap(self, path: str) -> str:
+    def _check_swap(self, path: str) -> str:
+        """The fast, synchronous checks of a new model_path ('' or the reason): the answer
+        goes back in the SetParameters result."""
         if self._swap['state'] == 'loading':
             return 'a model swap is already in progress'
-        if not Path(path).is_dir():
-            return f'{path} is not a directory'
-        try:  # fast, synchronous checks: the answer goes back in the SetParameters result
+        try:
+            if not Path(path).is_dir():
+                return f'{path} is not a directory'
             m = read_manifest(path)
             RobotAdapter(robot_spec(self.p('robot')), m.state.names, m.action.names,
                          self.p('controller') or None)
@@ -92,16 +95,19 @@ class SwapMixin:
             if m.action.names != self.manifest.action.names:
                 raise ValueError(f'its actions {list(m.action.names)} differ from the running '
                                  f'model\'s {list(self.manifest.action.names)}')
-        except (PackageError, AdapterError, ValueError, KeyError) as e:
-            self.get_logger().error(f'model swap to {path} rejected: {e}')
+        except (PackageError, AdapterError, ValueError, KeyError, OSError) as e:
+            self.get_logger().error(f'model swap to {path[:200]} rejected: {e}')
             return f'rejected: {e}'
+        return ''
+
+    def _begin_swap(self, path: str) -> None:
+        """Loads `path` on a loader thread while the current model serves."""
         self._swap = {'state': 'loading', 'detail': path, 'started': time.monotonic(),
                       'missed': 0}
         threading.Thread(target=self._load_for_swap, args=(path,), name='vla_model_loader',
                          daemon=True).start()
-        self.get_logger().info(f'loading {m.name} from {path} in the background; the current '
-                               'model keeps serving')
-        return ''
+        self.get_logger().info(f'loading {path} in the background; the current model keeps '
+                               'serving')
 
     def _load_for_swap(self, path: str) -> None:
         try:
@@ -110,6 +116,8 @@ class SwapMixin:
             self._swap.update(state='failed', detail=f'{path}: {e}')
             self.get_logger().error(f'model swap to {path} failed while loading; '
                                     f'{self.manifest.name} keeps serving: {e}')
+            # model_path names what serves, so a restart loads the model that worked.
+            self.set_parameters([Parameter('model_path', value=self.model_path)])
             return
 
         def swapped(old_policy) -> None:

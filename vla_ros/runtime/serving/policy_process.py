@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from dataclasses import dataclass
 
 from vla_ros.runtime.backends.base import BackendError
@@ -43,6 +44,9 @@ def _serve(conn, package_dir: str, backend: BackendSpec, config: PolicyConfig, n
     from vla_ros.runtime.package.loader import load_package
     from vla_ros.runtime.policy.policy import Policy
 
+    # A terminal's Ctrl-C reaches the whole process group: the parent shuts this process
+    # down in order (the arm is brought to rest first), so the child does not act on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
         os.nice(nice)
     try:
