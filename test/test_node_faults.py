@@ -362,3 +362,32 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def test_the_instruction_topic_and_parameter_stay_one(ros, robot_packages):
+    from std_msgs.msg import String
+
+    node, _ = start(ros, robot_packages['xarm6'])
+    pub = ros.io.create_publisher(String, '/vla_policy/instruction', 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
+    pub.publish(String(data='tap the blue cube'))
+    assert wait_for(lambda: node.p('instruction') == 'tap the blue cube', 5)
+    assert node.slots.instruction == 'tap the blue cube'
+
+
+def test_speed_scaling_at_zero_is_a_hold_with_the_reason(ros, robot_packages):
+    from std_msgs.msg import Float64
+
+    node, sim = start(ros, robot_packages['ur5e'], 'ur5e')
+    assert engage(ros).success
+    assert wait_for(lambda: node._last_cmd is not None and node._last_cmd.state == 'engaged',
+                    20)
+    topic = node.adapter.robot.speed_scaling_topic
+    pub = ros.io.create_publisher(Float64, topic, 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
+    pub.publish(Float64(data=0.0))
+    assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
+    assert 'speed scaling' in node._last_cmd.reason

@@ -36,6 +36,8 @@ class ControlMixin:
             return stale
         if not self._program_running:
             return 'robot program not running'
+        if self._external_scale <= 0.0:  # the UR speed slider at 0: the robot will not move
+            return 'robot speed scaling is 0'
         if target is None:
             return 'no plan yet'
         if target.starved and self.p('hold_on_stale_inference'):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64, String
@@ -63,9 +64,16 @@ class InputsMixin:
 
     @guarded('instruction callback')
     def _on_instruction(self, msg: String) -> None:
-        if msg.data != self.slots.instruction:
+        if msg.data == self.slots.instruction:
+            return
+        # The topic and the parameter are one instruction (`ros2 param get` shows the one in
+        # use); the parameter path checks it like any other request.
+        result = self.set_parameters([Parameter('instruction', value=msg.data)])[0]
+        if result.successful:
             self.get_logger().info(f'instruction: "{msg.data}"')
-        self.slots.instruction = msg.data
+        else:
+            self._log_every('instruction', 2.0, 'error', f'instruction rejected: '
+                            f'{result.reason}')
 
     @guarded('e-stop callback')
     def _on_estop(self, msg: Bool) -> None:

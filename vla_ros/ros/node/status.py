@@ -21,22 +21,23 @@ class StatusMixin:
         if self.worker is None:
             return
         w = self.worker
-        lat = np.array(w.latencies_ms) if w.latencies_ms else np.array([np.nan])
-        periods = np.diff(self._ticks[-200:]) if len(self._ticks) > 2 else np.array([np.nan])
+        lat = np.array(w.latencies_ms)
+        periods = np.diff(self._ticks[-200:]) * 1000.0
         cmd = self._last_cmd
         safety_state = cmd.state if cmd else self.safety.state
         values = {
             'model': w.stats.model_name, 'inference_hz': f'{w.inference_hz():.2f}',
-            'latency_p50_ms': f'{np.nanpercentile(lat, 50):.1f}',
-            'latency_p99_ms': f'{np.nanpercentile(lat, 99):.1f}',
+            'latency_p50_ms': _percentile(lat, 50, '.1f'),
+            'latency_p99_ms': _percentile(lat, 99, '.1f'),
             'exit_layer': str(w.stats.last_exit_layer),
             'queue_remaining_s': f'{self.queue.remaining_s(self.now_s()):.3f}',
             'merge_strategy': self.queue.strategy.describe(),
             'safety_state': safety_state, 'hold_reason': cmd.reason if cmd else '',
             'inference_failures': str(w.stats.failures), 'last_error': w.stats.last_error,
             'input_errors': str(self.slots.errors.count),
-            'control_period_p99_ms': f'{np.nanpercentile(periods, 99) * 1000:.2f}',
+            'control_period_p99_ms': _percentile(periods, 99, '.2f'),
             'missed_control_ticks': str(self._missed_ticks),
+            'external_speed_scale': f'{self._external_scale:.3f}',
             'model_swap': f'{self._swap["state"]} {self._swap["detail"]}'.strip(),
         }
         holding = safety_state in ('holding', 'estop')
@@ -52,3 +53,8 @@ class StatusMixin:
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self.get_clock().now().to_msg()
         self._pubs['diagnostics'].publish(arr)
+
+
+def _percentile(values: np.ndarray, q: float, fmt: str) -> str:
+    """'nan' before the first sample (no numpy warning on every start)."""
+    return format(float(np.percentile(values, q)), fmt) if len(values) else 'nan'
