@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import State
+from rcl_interfaces.srv import SetParameters
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from ros_harness import RosHarness, wait_for
@@ -391,3 +392,30 @@ def test_speed_scaling_at_zero_is_a_hold_with_the_reason(ros, robot_packages):
     pub.publish(Float64(data=0.0))
     assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
     assert 'speed scaling' in node._last_cmd.reason
+
+
+def test_an_estop_latches_while_a_parameter_request_is_still_being_answered(ros,
+                                                                          robot_packages):
+    import threading
+
+    node, _ = start(ros, robot_packages['fr3'], *FR3)
+    assert engage(ros).success
+    release = threading.Event()
+    check = node._check_swap
+
+    def slow_check(path):  # a request that takes long to answer (a huge manifest, a slow disk)
+        release.wait(10)
+        return check(path)
+
+    node._check_swap = slow_check
+    cli = ros.io.create_client(SetParameters, '/vla_policy/set_parameters')
+    assert cli.wait_for_service(timeout_sec=5)
+    req = SetParameters.Request(parameters=[
+        Parameter('model_path', value=str(robot_packages['xarm6'])).to_parameter_msg()])
+    fut = cli.call_async(req)
+    time.sleep(0.3)  # the request is inside the node's callback now
+    ros.io.create_publisher(Bool, '/vla_policy/estop', 10).publish(Bool(data=True))
+    assert wait_for(lambda: node.safety.state == 'estop', 5)
+    assert not fut.done()  # latched while the request was still being answered
+    release.set()
+    assert wait_for(fut.done, 10)

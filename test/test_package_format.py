@@ -12,7 +12,7 @@ import pytest
 from conftest import edit_manifest
 
 from vla_ros.runtime.errors import PackageError
-from vla_ros.runtime.package.loader import load_package, write_manifest
+from vla_ros.runtime.package.loader import load_package, read_manifest, write_manifest
 from vla_ros.runtime.package.manifest import SCHEMA_VERSION
 from vla_ros.runtime.package.parse import parse_manifest
 
@@ -202,3 +202,14 @@ def test_writer_refuses_a_manifest_the_loader_would_reject(tiny_package, manifes
     manifest['graphs'][0]['variants']['fp32']['file'] = 'graphs/absent.onnx'
     with pytest.raises(PackageError, match='not listed'):
         write_manifest(tiny_package, parse_manifest(manifest))
+
+
+def test_an_oversized_manifest_is_refused_before_parsing(tiny_package):
+    from vla_ros.runtime.package.loader import MAX_MANIFEST_BYTES
+
+    path = tiny_package / 'manifest.json'
+    data = json.loads(path.read_text())
+    data['provenance'] = {'padding': 'x' * MAX_MANIFEST_BYTES}
+    path.write_text(json.dumps(data))
+    with pytest.raises(PackageError, match='at most'):
+        read_manifest(tiny_package)

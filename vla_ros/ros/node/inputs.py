@@ -9,7 +9,7 @@ safety, queue, parameters. rclpy lives here and in the other ros/ modules only.
 from __future__ import annotations
 
 import numpy as np
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -40,9 +40,12 @@ class InputsMixin:
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self._subs.append(self.create_subscription(String, '~/instruction',
                                                    self._on_instruction, reliable))
-        # E-stop: reliable and deep enough that a burst never drops the stop.
-        self._subs.append(self.create_subscription(Bool, '~/estop', self._on_estop,
-                                                   QoSProfile(depth=10)))
+        # E-stop: reliable and deep enough that a burst never drops the stop; its own
+        # callback group, so it never waits behind the node's default group (services,
+        # parameter requests) on the executor.
+        self._subs.append(self.create_subscription(
+            Bool, '~/estop', self._on_estop, QoSProfile(depth=10),
+            callback_group=MutuallyExclusiveCallbackGroup()))
         if robot.speed_scaling_topic:
             self._subs.append(self.create_subscription(
                 Float64, robot.speed_scaling_topic, self._on_speed_scaling, sensor_qos))

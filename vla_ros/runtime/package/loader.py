@@ -26,6 +26,8 @@ from vla_ros.runtime.package.files import (
 from vla_ros.runtime.package.manifest import FileEntry, Manifest
 from vla_ros.runtime.package.parse import parse_manifest
 
+MAX_MANIFEST_BYTES = 1 << 20
+
 
 def _check_references(manifest: Manifest) -> None:
     for rel in sorted(manifest.referenced_files()):
@@ -69,6 +71,12 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     if not mpath.is_file():
         raise PackageError('missing_file', f'{root} has no {MANIFEST}; is it a model package? '
                            'Create one with `vla-ros export`')
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        # A manifest is a few kB; parsing a huge one would stall whoever asked (a hot-swap
+        # request is answered on the node's executor, beside the e-stop).
+        raise PackageError('invalid', f'{mpath} is {size} bytes; a manifest is at most '
+                           f'{MAX_MANIFEST_BYTES} bytes')
     try:
         data = json.loads(mpath.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
