@@ -4,6 +4,8 @@ Property tests drive random robots (joint counts, limits, dt, margins, scales) t
 episodes (targets inside and beyond the limits, jumps, ramps, NaN, faults, config changes,
 engage/disengage/e-stop) and check every tick twice: from the velocities the filter reports and
 from finite differences of its command positions, which is what a position controller sees.
+Regression tests pin the reviewed cases: a full-speed stop at a target, a target jumping closer
+than the stopping distance, acceleration_scale lowered near a limit, a hold at speed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from vla_ros.adapters.safety import SafetyConfig, SafetyFilter
 
 REL = 1e-9  # relative float tolerance on every limit
-PROPERTY = settings(deadline=None, max_examples=60, derandomize=True, database=None,
+PROPERTY = settings(deadline=None, max_examples=45, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -91,9 +93,9 @@ def segments(j, scale=(0.05, 1.0)):
         st.tuples(st.just('scale'), _floats(*scale), _floats(*scale)),
         st.sampled_from([('engage',), ('disengage',), ('estop',), ('reset',)]),
         # stopped and engaged again a few ticks later, often before the joint is at rest
-        st.tuples(st.sampled_from(['pause', 'estop_reset']), st.integers(0, 10)),
+        st.tuples(st.sampled_from(['pause', 'estop_reset']), st.integers(0, 3)),
     )
-    return st.tuples(motion, st.lists(st.one_of(motion, event), max_size=12)).map(
+    return st.tuples(motion, st.lists(st.one_of(motion, event), max_size=8)).map(
         lambda first_rest: [first_rest[0], *first_rest[1]])
 
 
@@ -285,7 +287,7 @@ def rushes_at_a_limit(draw):
                    ('goto', 100, 1.0 - np.array(beyond), 1.0, None)]
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=35)
 @given(rushes_at_a_limit())
 def test_acceleration_lowered_while_rushing_at_a_limit_still_stops_inside_it(episode):
     run = simulate(*episode)
@@ -294,7 +296,29 @@ def test_acceleration_lowered_while_rushing_at_a_limit_still_stops_inside_it(epi
     _assert_acceleration_within_limits(run, respect_hard_limit=True)
 
 
-@settings(PROPERTY, max_examples=40)
+@st.composite
+def interrupted_motions(draw):
+    """Motions cut by disengage or e-stop (+ reset) at random ticks and engaged again a few
+    ticks later, mostly while the joint is still braking."""
+    robot = draw(robots())
+    j = len(robot.lower)
+    plan = []
+    for _ in range(draw(st.integers(1, 4))):
+        plan.append(('goto', draw(st.integers(1, 60)), draw(_per_joint(j, -0.5, 1.5)), 1.0, None))
+        plan.append((draw(st.sampled_from(['pause', 'estop_reset'])), draw(st.integers(0, 5))))
+    return robot, [*plan, ('goto', 30, draw(_per_joint(j, -0.5, 1.5)), 1.0, None)]
+
+
+@settings(PROPERTY, max_examples=30)
+@given(interrupted_motions())
+def test_engaging_again_while_still_braking_keeps_every_limit(episode):
+    run = simulate(*episode)
+    r = run.robot
+    assert np.all(run.x >= r.lower) and np.all(run.x <= r.upper)
+    _assert_acceleration_within_limits(run, respect_hard_limit=False)
+
+
+@settings(PROPERTY, max_examples=25)
 @given(episodes())
 def test_uncommanded_joints_never_move(episode):
     run = simulate(*episode)
@@ -303,7 +327,7 @@ def test_uncommanded_joints_never_move(episode):
     assert not np.any(run.v[:, still])
 
 
-@settings(PROPERTY, max_examples=40)
+@settings(PROPERTY, max_examples=30)
 @given(episodes(dt=(0.005, 0.05), vmax=(0.5, 3.0), amax=(2.0, 50.0), scale=(0.3, 1.0)),
        st.data())
 def test_a_stationary_target_is_reached_exactly_in_bounded_time_and_held(episode, data):
@@ -322,14 +346,13 @@ def test_a_stationary_target_is_reached_exactly_in_bounded_time_and_held(episode
     vs = robot.vmax * f.config.speed_scale
     # stop from any speed, speed up, cross the range, slow down; a tick of rounding per phase
     bound = int(np.max(np.ceil((2 * robot.vmax / a + 2 * vs / a + span / vs) / robot.dt))) + 10
-    for k in range(bound + 1):  # noqa: B007 (k is the tick count after the loop)
+
+    def at_rest_on_the_goal():
         cmd = f.step(target, f.cmd, robot.dt)
-        if np.array_equal(cmd.positions, goal) and not np.any(cmd.velocities):
-            break
-    assert k < bound, f'not at the target after {bound} ticks: {cmd.positions} vs {goal}'
-    for _ in range(20):  # no chattering once there
-        cmd = f.step(target, f.cmd, robot.dt)
-        assert np.array_equal(cmd.positions, goal) and not np.any(cmd.velocities)
+        return np.array_equal(cmd.positions, goal) and not np.any(cmd.velocities)
+
+    assert any(at_rest_on_the_goal() for _ in range(bound)), f'not there in {bound} ticks'
+    assert all(at_rest_on_the_goal() for _ in range(20))  # and no chattering once there
 
 
 # --- regressions -------------------------------------------------------------------------------
@@ -356,8 +379,8 @@ def _drive(f, targets, dt, before_tick=None):
 
 
 def test_full_speed_approach_stops_at_the_target_within_the_acceleration_limit():
-    # The reported case: at 250 Hz the old clamp onto the goal stopped the last step 12% too
-    # hard (and far harder when the goal moved in closer).
+    # The reported case: at 250 Hz the old braking curve and its clamp onto the goal stopped
+    # the last step 12.5% too hard (far harder when the goal moved in closer, below).
     dt = 0.004
     x, v = _drive(_arm(), [0.85] * 500, dt)
     assert np.max(v) == pytest.approx(VMAX)  # it did get to full speed
@@ -429,11 +452,11 @@ def test_hold_during_fast_motion_decelerates_at_the_limit_to_a_standstill():
     _drive(f, [0.9] * 30, dt)
     assert f.vel[0] == pytest.approx(VMAX)
     x, v = _drive(f, [None] * 30, dt)
-    steps = -np.diff(v)
-    braking = steps[:-1]  # all but the last, which stops from under one tick's worth
-    np.testing.assert_allclose(braking[v[1:-1] > 0], AMAX * dt, rtol=1e-9)
-    assert 0 <= steps[-1] <= AMAX * dt * (1 + REL) or v[-1] == 0
-    assert v[-1] == 0 and np.all(np.diff(x) >= 0)
+    slowing = -np.diff(v)
+    fast = v[:-1] > AMAX * dt  # more than one tick's worth of speed left
+    np.testing.assert_allclose(slowing[fast], AMAX * dt, rtol=1e-9)  # at the limit
+    assert np.all((slowing[~fast] >= 0) & (slowing[~fast] <= AMAX * dt * (1 + REL)))
+    assert v[-1] == 0
     np.testing.assert_allclose(np.diff(x) / dt, v[1:], atol=1e-12)  # no position jump
 
 

@@ -10,7 +10,8 @@ It cannot be bypassed: commands exist only as its outputs. Per control tick it
 
 Guarantees, per commanded joint and tick, for a command that starts inside the joint limits
 (v is the commanded velocity, equal to the command's position step / dt; a is
-acceleration x acceleration_scale as configured for that tick):
+acceleration x acceleration_scale as configured for that tick; engage from rest and the
+disengaged re-anchor set the command to the measured pose, where the arm already is):
 - position in [lower, upper], never clipped at speed: braking toward the goal, which lies
   inside the margin-limits (upper - margin, lower + margin), keeps the velocity below the
   speed from which the joint can stop before them at a, so holding or a target behind it
@@ -50,17 +51,17 @@ def _stop_speed(dist: np.ndarray, accel: np.ndarray, dt: float) -> np.ndarray:
     D(v) = dt (v + (v - u) + ... + (v - K u)), K = floor(v / u), u = accel * dt.
 
     D is piecewise linear and continuous (D(K u) = u dt K (K + 1) / 2), so it inverts
-    exactly. Exact rather than the continuous v^2 / (2 a): that one leaves a state whose next
-    tick needs slightly more than the acceleration limit to stop, which is what forced the old
-    "do not pass the goal" clamp and its one-tick stops. Below one tick's worth (K = 0) it is
-    dist / dt: the joint lands on the goal and can stop the tick after."""
+    exactly. Exact, not the smooth v^2 / (2 a) + v dt / 2 through the same points: between
+    them that lets the joint up to a dt^2 / 8 too close, so stopping needs up to 12.5% more
+    than the limit (and a clamp onto the goal then takes it in one tick). Below one tick's
+    worth (K = 0) it is dist / dt: the joint lands on the goal and can stop the tick after."""
     u = accel * dt
     s = np.maximum(dist, 0.0) / dt
     k = np.floor(np.sqrt(0.25 + 2.0 * s / u) - 0.5)  # the largest K with u K (K+1) / 2 <= s
     return s / (k + 1.0) + 0.5 * u * k
 
 
-def _speed_scale(external_scale: float) -> float:
+def _clamped_scale(external_scale: float) -> float:
     # A non-finite scale from the robot is not a reason to move at full speed.
     return min(max(external_scale, 0.0), 1.0) if np.isfinite(external_scale) else 0.0
 
@@ -164,7 +165,7 @@ class SafetyFilter:
         m = self.config.position_margin
         goal = np.where(self.commanded, np.clip(target, self.lower + m, self.upper - m),
                         self.cmd)
-        vmax = self.vmax * self.config.speed_scale * _speed_scale(external_scale)
+        vmax = self.vmax * self.config.speed_scale * _clamped_scale(external_scale)
         amax = self.amax * self.config.acceleration_scale
         dist = goal - self.cmd
         want = np.sign(dist) * np.minimum(vmax, _stop_speed(np.abs(dist), amax, dt))
@@ -211,7 +212,7 @@ class SafetyFilter:
         the margin, and where not even the hard limit leaves room for that, the joint brakes
         uniformly just as hard as stopping at the hard limit needs, no harder than the
         unscaled limit (whose braking curve it is always within)."""
-        short = v > _stop_speed(room, amax, dt)  # only when v is already braking at amax
+        short = v > _stop_speed(room, amax, dt)  # then v already brakes as hard as a allows
         if not short.any():
             return v
         need = np.clip(vel * vel / np.maximum(2.0 * room + vel * dt, 1e-300), amax, self.amax)
@@ -237,7 +238,7 @@ class SafetyFilter:
                        self.cmd)
         pos = np.concatenate([self.cmd[None], pos[times > 1e-6]])
         t = np.concatenate([[0.0], times[times > 1e-6]])
-        vmax = self.vmax * self.config.speed_scale * max(_speed_scale(external_scale), 1e-3)
+        vmax = self.vmax * self.config.speed_scale * max(_clamped_scale(external_scale), 1e-3)
         out_t = [0.0]
         for k in range(1, len(t)):
             need = float(np.max(np.abs(pos[k] - pos[k - 1]) / vmax))
