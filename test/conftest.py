@@ -168,3 +168,13 @@ def robot_packages(tmp_path_factory):
         update_manifest(pkg, m)
         out[robot] = root / robot
     return out
+
+
+@pytest.fixture
+def ros():
+    """A real rclpy graph with a private Context (test/ros_harness.py), closed afterwards."""
+    from ros_harness import RosHarness
+
+    h = RosHarness()
+    yield h
+    h.close()

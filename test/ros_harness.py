@@ -126,3 +126,44 @@ def wait_for(predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
             return True
         time.sleep(period)
     return bool(predicate())
+
+
+class Recorder:
+    """Every output of the node's safety filter with the tick it came from, and every
+    command message the node published, in order (wraps the real objects)."""
+
+    def __init__(self, node) -> None:  # a VlaPolicyNode
+        self.node = node
+        self.steps: list = []  # (tick, state, positions, velocities)
+        self.published: list = []  # (tick, filter state, message)
+        step, publish = node.safety.step, node._pubs['command'].publish
+
+        def recorded_step(*args, **kwargs):
+            cmd = step(*args, **kwargs)
+            self.steps.append((len(node._ticks), cmd.state, cmd.positions, cmd.velocities))
+            return cmd
+
+        def recorded_publish(msg):
+            state = node._last_cmd.state if node._last_cmd is not None else ''
+            self.published.append((len(node._ticks), state, msg))
+            return publish(msg)
+
+        node.safety.step = recorded_step
+        node._pubs['command'].publish = recorded_publish
+
+    def limit_ratios(self) -> tuple[float, float]:
+        """Largest |v| / vmax and |dv/dt| / amax over consecutive filter outputs."""
+        f = self.node.safety
+        dt = 1.0 / self.node.p('control_rate_hz')
+        vel = np.array([s[3] for s in self.steps])
+        vmax = f.vmax
+        amax = f.amax * f.config.acceleration_scale
+        v_ratio = float(np.max(np.abs(vel) / vmax)) if len(vel) else 0.0
+        a_ratio = float(np.max(np.abs(np.diff(vel, axis=0)) / dt / amax)) if len(vel) > 1 \
+            else 0.0
+        return v_ratio, a_ratio
+
+
+def moving(node) -> bool:
+    return node._last_cmd is not None and node._last_cmd.state == 'engaged' and \
+        float(np.max(np.abs(node._last_cmd.velocities))) > 1e-3

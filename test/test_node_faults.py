@@ -6,80 +6,23 @@ and it recovers when the fault clears."""
 from __future__ import annotations
 
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import State
-from rcl_interfaces.srv import SetParameters
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from ros_harness import RosHarness, wait_for
+from ros_harness import Recorder, RosHarness, moving, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
-from test_ros_node import engage, start
-from trajectory_msgs.msg import JointTrajectory
+from test_ros_node import corrupt_copy, engage, start
 
 from vla_ros.ros.node.policy_node import VlaPolicyNode
-from vla_ros.ros.sim_nodes import SimRobotNode
 
 pytestmark = pytest.mark.ros
 
 FR3 = ('fr3', 'forward_position_controller')
 TOL = 1e-6
-
-
-@pytest.fixture
-def ros():
-    h = RosHarness()
-    yield h
-    h.close()
-
-
-class Recorder:
-    """Every output of the node's safety filter with the tick it came from, and every
-    command message the node published, in order (wraps the real objects)."""
-
-    def __init__(self, node: VlaPolicyNode) -> None:
-        self.node = node
-        self.steps: list = []  # (tick, state, positions, velocities)
-        self.published: list = []  # (tick, filter state, message)
-        step, publish = node.safety.step, node._pubs['command'].publish
-
-        def recorded_step(*args, **kwargs):
-            cmd = step(*args, **kwargs)
-            self.steps.append((len(node._ticks), cmd.state, cmd.positions, cmd.velocities))
-            return cmd
-
-        def recorded_publish(msg):
-            state = node._last_cmd.state if node._last_cmd is not None else ''
-            self.published.append((len(node._ticks), state, msg))
-            return publish(msg)
-
-        node.safety.step = recorded_step
-        node._pubs['command'].publish = recorded_publish
-
-    def limit_ratios(self) -> tuple[float, float]:
-        """Largest |v| / vmax and |dv/dt| / amax over consecutive filter outputs."""
-        f = self.node.safety
-        dt = 1.0 / self.node.p('control_rate_hz')
-        vel = np.array([s[3] for s in self.steps])
-        vmax = f.vmax
-        amax = f.amax * f.config.acceleration_scale
-        v_ratio = float(np.max(np.abs(vel) / vmax)) if len(vel) else 0.0
-        a_ratio = float(np.max(np.abs(np.diff(vel, axis=0)) / dt / amax)) if len(vel) > 1 \
-            else 0.0
-        return v_ratio, a_ratio
-
-
-def moving(node) -> bool:
-    return node._last_cmd is not None and node._last_cmd.state == 'engaged' and \
-        float(np.max(np.abs(node._last_cmd.velocities))) > 1e-3
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -158,14 +101,7 @@ def test_an_integer_in_a_parameter_file_for_a_double_configures(ros, robot_packa
 
 def test_a_failed_swap_leaves_model_path_naming_the_model_that_serves(ros, robot_packages,
                                                                      tmp_path):
-    import shutil
-
-    bad = tmp_path / 'bad'
-    shutil.copytree(robot_packages['xarm6'], bad)
-    graph = bad / 'graphs' / 'head_step.onnx'
-    data = bytearray(graph.read_bytes())
-    data[-5] ^= 0xFF  # passes the quick checks, fails the hash check while loading
-    graph.write_bytes(bytes(data))
+    bad = corrupt_copy(robot_packages['xarm6'], tmp_path / 'bad')
     node, _ = start(ros, robot_packages['xarm6'])
     assert ros.set_params('vla_policy', model_path=str(bad))[0].successful
     assert wait_for(lambda: node._swap['state'] == 'failed', 30)
@@ -264,158 +200,3 @@ def test_trajectory_updates_keep_their_period(ros, robot_packages):
     # On the control thread's schedule: one update every `every` ticks, never two at once.
     # (Ticks are counted; a stall of the whole process shows as missed ticks, not here.)
     assert np.all(gaps == every), gaps
-
-
-# --- lifecycle -------------------------------------------------------------------------------
-
-
-def test_engage_is_refused_until_active_and_activate_never_moves_by_itself(ros,
-                                                                         robot_packages):
-    node, sim = start(ros, robot_packages['fr3'], *FR3, activate=False)
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    res = engage(ros)
-    assert not res.success and 'not active' in res.message
-    before = sim.arm.state()[0]
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: node.worker.stats.inferences >= 2, 20)
-    assert np.allclose(sim.arm.state()[0], before, atol=1e-9)
-    assert node._last_cmd.state == 'disengaged'
-
-
-@pytest.mark.parametrize('robot,controller', [FR3, ('xarm6', '')], ids=['stream', 'trajectory'])
-def test_deactivate_while_moving_brings_the_arm_to_rest_first(ros, robot_packages, robot,
-                                                             controller):
-    node, sim = start(ros, robot_packages[robot], robot, controller)
-    rec = Recorder(node)
-    assert engage(ros).success
-    assert wait_for(lambda: moving(node), 20)
-    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert np.max(np.abs(node.safety.vel)) == 0.0
-    v_ratio, a_ratio = rec.limit_ratios()
-    assert v_ratio <= 1 + TOL and a_ratio <= 1 + TOL, (v_ratio, a_ratio)
-    last = rec.published[-1][2]
-    if isinstance(last, JointTrajectory):
-        assert np.allclose(last.points[-1].velocities, 0.0)
-    at = sim.arm.state()[0].copy()
-    time.sleep(0.5)
-    assert np.allclose(sim.arm.state()[0], at, atol=1e-3)  # it stays where it stopped
-    assert not engage(ros).success  # inactive again: no engage
-
-
-def test_engage_on_activate_waits_for_joint_states(ros, robot_packages):
-    ros.start_cameras()
-    node = VlaPolicyNode(context=ros.context, parameter_overrides=[
-        Parameter('model_path', value=str(robot_packages['fr3'])),
-        Parameter('robot', value='fr3'),
-        Parameter('controller', value='forward_position_controller'),
-        Parameter('instruction', value='pick up the red block'),
-        Parameter('engage_on_activate', value=True),
-        Parameter('max_staleness_ms', value=1000.0)])
-    ros.add(node)
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    time.sleep(0.5)  # activated before any robot exists: the first tries fail
-    assert node._last_cmd is None or node._last_cmd.state == 'disengaged'
-    ros.add(SimRobotNode('fr3', 'forward_position_controller', context=ros.context),
-            own_executor=True)
-    assert wait_for(lambda: node.safety.state == 'engaged', 10)
-
-
-def test_a_stall_counts_every_missed_tick(ros, robot_packages):
-    node, _ = start(ros, robot_packages['xarm6'], activate=False)
-    period = 1.0 / node.p('control_rate_hz')
-    for t in (0.0, period, period + 0.5):  # half a second without a tick
-        node._count_tick(t)
-    assert node._missed_ticks == round(0.5 / period) - 1
-
-
-# --- signals ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['ctrl-c', 'sigterm'])
-def test_a_signal_to_the_process_group_shuts_down_cleanly(robot_packages, sig, tmp_path):
-    exe = Path(sys.executable).parent / 'vla_policy'
-    log = tmp_path / 'node.log'
-    with open(log, 'w') as out:
-        proc = subprocess.Popen(
-            [str(exe), '--ros-args', '-p', f'model_path:={robot_packages["xarm6"]}',
-             '-p', 'autostart:=true', '-p', 'instruction:=pick up the red block'],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        try:
-            assert wait_for(lambda: 'activated' in log.read_text() or proc.poll() is not None,
-                            60), log.read_text()
-            assert proc.poll() is None, log.read_text()
-            os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C: the whole group
-            assert proc.wait(timeout=30) == 0, log.read_text()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
-    assert 'Traceback' not in text, text
-    assert 'shutting down' in text
-    assert wait_for(lambda: not _group_alive(proc.pid), 10)  # the inference child too
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-# --- reporting -------------------------------------------------------------------------------
-
-
-def test_the_instruction_topic_and_parameter_stay_one(ros, robot_packages):
-    from std_msgs.msg import String
-
-    node, _ = start(ros, robot_packages['xarm6'])
-    pub = ros.io.create_publisher(String, '/vla_policy/instruction', 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
-    pub.publish(String(data='tap the blue cube'))
-    assert wait_for(lambda: node.p('instruction') == 'tap the blue cube', 5)
-    assert node.slots.instruction == 'tap the blue cube'
-
-
-def test_speed_scaling_at_zero_is_a_hold_with_the_reason(ros, robot_packages):
-    from std_msgs.msg import Float64
-
-    node, sim = start(ros, robot_packages['ur5e'], 'ur5e')
-    assert engage(ros).success
-    assert wait_for(lambda: node._last_cmd is not None and node._last_cmd.state == 'engaged',
-                    20)
-    topic = node.adapter.robot.speed_scaling_topic
-    pub = ros.io.create_publisher(Float64, topic, 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
-    pub.publish(Float64(data=0.0))
-    assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
-    assert 'speed scaling' in node._last_cmd.reason
-
-
-def test_an_estop_latches_while_a_parameter_request_is_still_being_answered(ros,
-                                                                          robot_packages):
-    import threading
-
-    node, _ = start(ros, robot_packages['fr3'], *FR3)
-    assert engage(ros).success
-    release = threading.Event()
-    check = node._check_swap
-
-    def slow_check(path):  # a request that takes long to answer (a huge manifest, a slow disk)
-        release.wait(10)
-        return check(path)
-
-    node._check_swap = slow_check
-    cli = ros.io.create_client(SetParameters, '/vla_policy/set_parameters')
-    assert cli.wait_for_service(timeout_sec=5)
-    req = SetParameters.Request(parameters=[
-        Parameter('model_path', value=str(robot_packages['xarm6'])).to_parameter_msg()])
-    fut = cli.call_async(req)
-    time.sleep(0.3)  # the request is inside the node's callback now
-    ros.io.create_publisher(Bool, '/vla_policy/estop', 10).publish(Bool(data=True))
-    assert wait_for(lambda: node.safety.state == 'estop', 5)
-    assert not fut.done()  # latched while the request was still being answered
-    release.set()
-    assert wait_for(fut.done, 10)

@@ -32,13 +32,6 @@ CASES = {  # robot, controller -> (topic, message type)
 }
 
 
-@pytest.fixture
-def ros():
-    h = RosHarness()
-    yield h
-    h.close()
-
-
 def start(ros: RosHarness, package, robot: str = 'xarm6', controller: str = '',
           activate: bool = True, **params) -> tuple[VlaPolicyNode, SimRobotNode]:
     sim = SimRobotNode(robot, controller, context=ros.context)
@@ -55,6 +48,17 @@ def start(ros: RosHarness, package, robot: str = 'xarm6', controller: str = '',
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert wait_for(lambda: node.slots.joints() is not None, 10)
     return node, sim
+
+
+def corrupt_copy(package, dst):
+    """A copy of `package` with one graph byte flipped: same size, so it passes the quick
+    checks of a swap request and fails the hash check while loading."""
+    shutil.copytree(package, dst)
+    graph = dst / 'graphs' / 'head_step.onnx'
+    data = bytearray(graph.read_bytes())
+    data[-5] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    return dst
 
 
 def engage(ros: RosHarness) -> SetBool.Response:
@@ -133,12 +137,7 @@ def test_hot_swap_rejects_a_directory_without_a_manifest(ros, robot_packages, tm
 
 def test_a_corrupt_package_fails_late_and_the_old_model_keeps_serving(ros, robot_packages,
                                                                      tmp_path):
-    bad = tmp_path / 'bad'
-    shutil.copytree(robot_packages['xarm6'], bad)
-    graph = bad / 'graphs' / 'head_step.onnx'
-    data = bytearray(graph.read_bytes())
-    data[-5] ^= 0xFF  # same size: passes the quick check, fails the hash check
-    graph.write_bytes(bytes(data))
+    bad = corrupt_copy(robot_packages['xarm6'], tmp_path / 'bad')
     node, _ = start(ros, robot_packages['xarm6'])
     result = ros.set_params('vla_policy', model_path=str(bad))[0]
     assert result.successful  # accepted: only the full load can see the corruption
