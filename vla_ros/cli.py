@@ -88,6 +88,34 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('source', help='checkpoint directory in the family\'s published layout')
+    p.add_argument('out', help='vla_ros checkpoint directory to create')
+    p.add_argument('--family', choices=('evo1', 'a1', 'vla_adapter', 'edgevla'),
+                   help='default: detected from the files')
+    p.add_argument('--export', metavar='OUT_PKG', help='then export it to this package')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+
+@command('convert', 'convert a published Evo-1 / A1 / VLA-Adapter / EdgeVLA checkpoint to a '
+         'vla_ros checkpoint')(_convert_args)
+def _convert(args: argparse.Namespace) -> int:
+    from vla_ros.export.convert import ConvertError, convert_checkpoint
+
+    try:
+        out = convert_checkpoint(args.source, args.out, args.family,
+                                 progress=not args.no_progress)
+    except (ConvertError, FileNotFoundError) as e:
+        print(f'vla-ros convert: {e}', file=sys.stderr)
+        return 2
+    print(f'vla-ros convert: wrote {out}')
+    if args.export:
+        return _export(argparse.Namespace(source=str(out), out=args.export, preset=None,
+                                          precision=['fp32'], no_verify=False, name=None,
+                                          save_checkpoint=None))
+    return 0
+
+
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('target', help="a model package; 'queue' for the chunk-execution bench; "
                    "'node' for the ROS node under load (with --model)")
