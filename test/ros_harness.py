@@ -57,8 +57,10 @@ class RosHarness:
             self.executor.add_node(node)
         self.nodes.append(node)
 
-    def start_cameras(self, names=('scene', 'wrist'), rate_hz: float = 30.0) -> None:
-        pubs = {c: self.io.create_publisher(Image, f'/camera/{c}/image_raw', 10) for c in names}
+    def start_cameras(self, names=('scene', 'wrist'), rate_hz: float = 30.0,
+                      namespace: str = '') -> None:
+        pubs = {c: self.io.create_publisher(Image, f'{namespace}/camera/{c}/image_raw', 10)
+                for c in names}
 
         def publish() -> None:
             if not self.camera_on.is_set():

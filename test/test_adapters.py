@@ -22,18 +22,27 @@ def test_every_robot_has_consistent_limits_and_a_default_controller(name):
 def test_real_joint_names_and_controller_topics():
     assert robot_spec('xarm6').joint_names == XARM
     assert robot_spec('xarm6').controllers['xarm6_traj_controller'].topic == \
-        '/xarm6_traj_controller/joint_trajectory'
+        'xarm6_traj_controller/joint_trajectory'
     assert robot_spec('fr3').joint_names[0] == 'fr3_joint1'
     assert robot_spec('panda').joint_names[6] == 'panda_joint7'
     ur = robot_spec('ur5e')
     assert ur.joint_names[2] == 'elbow_joint' and ur.joint('elbow_joint').upper == \
         pytest.approx(np.pi)
     assert ur.controllers[ur.default_controller].topic == \
-        '/scaled_joint_trajectory_controller/joint_trajectory'
+        'scaled_joint_trajectory_controller/joint_trajectory'
     g1 = robot_spec('agibot_g1')
     assert g1.controllers['joint_command'].mode == 'joint_state'
     assert 'idx27_arm_l_joint7' in g1.joint_names and 'idx81_gripper_r_outer_joint1' in \
         g1.joint_names
+
+
+@pytest.mark.parametrize('robot', ['xarm6', 'fr3', 'panda', 'ur5', 'ur5e', 'agibot_g1'])
+def test_every_topic_of_a_robot_is_relative_so_namespaces_move_it(robot):
+    spec = robot_spec(robot)
+    topics = [c.topic for c in spec.controllers.values()] + [
+        spec.joint_state_topic, spec.speed_scaling_topic, spec.program_running_topic] + [
+        g.action_server for g in spec.grippers]
+    assert [t for t in topics if t.startswith('/')] == []
 
 
 def test_state_is_assembled_by_name_not_index():

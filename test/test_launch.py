@@ -47,10 +47,39 @@ def test_default_model_and_simulation_nodes():
     nodes = launch_logic.nodes(args, root=ROOT)
     assert [n['executable'] for n in nodes] == ['vla_policy', 'sim_robot']
     assert nodes[0]['parameters'][1]['model_path'] == str(ROOT / 'models' / 'default')
-    assert nodes[1]['parameters'] == [{'robot': 'xarm6', 'scene': 'tabletop',
-                                       'instruction_topic': '/vla_policy/instruction'}]
-    ns = launch_logic.nodes({**args, 'namespace': 'left'}, root=ROOT)
-    assert ns[1]['parameters'][0]['instruction_topic'] == '/left/vla_policy/instruction'
+    assert nodes[1]['parameters'] == [{'robot': 'xarm6', 'scene': 'tabletop'}]
+
+
+@pytest.mark.parametrize('scene', ['tabletop', 'none'])
+@pytest.mark.parametrize('robot', ['xarm6', 'ur5e'])
+def test_a_namespace_moves_the_policy_node_and_its_simulated_peers(scene, robot):
+    args = launch_logic.launch_configurations_to_args(
+        {'use_sim': 'true', 'namespace': 'left/', 'sim_scene': scene, 'robot': robot,
+         'model': '/m/pkg'})
+    nodes = launch_logic.nodes(args, root=ROOT)
+    sims = ['sim_robot'] if scene == 'tabletop' and robot == 'xarm6' else ['sim_robot', 'sim_cameras']
+    assert [n['executable'] for n in nodes] == ['vla_policy', *sims]
+    assert {n['namespace'] for n in nodes} == {'/left'}
+
+
+def test_remap_argument_becomes_node_remappings():
+    args = launch_logic.launch_configurations_to_args(
+        {'remap': 'joint_states:=/arm/joint_states; camera/scene/image_raw:=/cam0/image_raw'})
+    node = launch_logic.nodes(args, root=ROOT)[0]
+    assert node['remappings'] == [('joint_states', '/arm/joint_states'),
+                                  ('camera/scene/image_raw', '/cam0/image_raw')]
+
+
+@pytest.mark.parametrize('value', ['joint_states', 'a:=', ':=b', 'a:=b c'])
+def test_a_malformed_remap_is_a_clear_error(value):
+    with pytest.raises(ValueError, match='FROM:=TO'):
+        launch_logic.remappings(value)
+
+
+@pytest.mark.parametrize('value', ['1robot', 'ro-bot', 'a//b b'])
+def test_an_invalid_namespace_is_a_clear_error(value):
+    with pytest.raises(ValueError, match='not a valid ROS name'):
+        launch_logic.namespace(value)
 
 
 def test_a_robot_with_its_own_shipped_model_gets_it(tmp_path):

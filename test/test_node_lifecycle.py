@@ -144,6 +144,44 @@ def test_the_instruction_topic_and_parameter_stay_one(ros, robot_packages):
     assert node.slots.instruction == 'tap the blue cube'
 
 
+def test_an_instruction_latched_before_the_node_started_is_received(ros, robot_packages):
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = ros.io.create_publisher(String, '/vla_policy/instruction', latched)
+    pub.publish(String(data='tap the blue cube'))  # nobody listens yet
+    node, _ = start(ros, robot_packages['xarm6'], instruction='')
+    assert wait_for(lambda: node.p('instruction') == 'tap the blue cube', 10)
+
+
+def test_a_namespace_moves_every_topic_of_the_node_and_its_sim(ros, robot_packages):
+    stray = ros.collect(JointTrajectory, '/xarm6_traj_controller/joint_trajectory')
+    sim = SimRobotNode('xarm6', '', context=ros.context, namespace='robot1')
+    ros.add(sim, own_executor=True)
+    ros.start_cameras(namespace='/robot1')
+    # Another robot in the root namespace: its joint states must not reach this node.
+    other_sim = SimRobotNode('xarm6', '', context=ros.context, initial=[0.5] * 6)
+    ros.add(other_sim, own_executor=True)
+    node = VlaPolicyNode(context=ros.context, namespace='robot1', parameter_overrides=[
+        Parameter('model_path', value=str(robot_packages['xarm6'])),
+        Parameter('instruction', value='tap the red cube'),
+        Parameter('max_staleness_ms', value=1000.0), Parameter('speed_scale', value=1.0)])
+    ros.add(node)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node._pubs['command'].topic_name == '/robot1/xarm6_traj_controller/joint_trajectory'
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert wait_for(lambda: node.slots.joints() is not None, 10)
+    seen = dict(zip(node.slots.joints().names, node.slots.joints().positions, strict=True))
+    assert np.allclose([seen[n] for n in sim.arm.names], sim.arm.state()[0], atol=1e-6)
+    from std_srvs.srv import SetBool
+
+    assert ros.call(SetBool, '/robot1/vla_policy/engage', SetBool.Request(data=True)).success
+    before = sim.arm.state()[0].copy()
+    assert wait_for(lambda: np.max(np.abs(sim.arm.state()[0] - before)) > 1e-3, 20)
+    assert stray == [] and np.allclose(other_sim.arm.state()[0], 0.5)
+
+
 def test_speed_scaling_at_zero_is_a_hold_with_the_reason(ros, robot_packages):
     from std_msgs.msg import Float64
 

@@ -72,7 +72,7 @@ class RobotSpec:
     controllers: dict[str, Controller]  # by name; `default_controller` is used unless set
     default_controller: str
     grippers: tuple[Gripper, ...] = ()
-    joint_state_topic: str = '/joint_states'
+    joint_state_topic: str = 'joint_states'
     speed_scaling_topic: str = ''  # std_msgs/Float64 in [0, 1] (UR)
     program_running_topic: str = ''  # std_msgs/Bool (UR): False = not executing commands
     extra_state_joints: tuple[str, ...] = field(default=())  # readable, not commanded
@@ -104,10 +104,10 @@ def xarm6() -> RobotSpec:
                     (TWO_PI, 2.0944, 0.19198, TWO_PI, PI, TWO_PI), (2.14,) * 6, (10.0,) * 6),
         controllers={
             'xarm6_traj_controller': Controller(
-                'trajectory', '/xarm6_traj_controller/joint_trajectory', 150.0)},
+                'trajectory', 'xarm6_traj_controller/joint_trajectory', 150.0)},
         default_controller='xarm6_traj_controller',
         grippers=(Gripper('gripper', 'drive_joint', 0.0, 0.85,
-                          action_server='/xarm_gripper/gripper_action'),))
+                          action_server='xarm_gripper/gripper_action'),))
 
 
 def franka(arm_id: str = 'fr3') -> RobotSpec:
@@ -128,12 +128,12 @@ def franka(arm_id: str = 'fr3') -> RobotSpec:
         joints=_arm(names, lower, upper, velocity, (7.5,) * 7),  # vla_ros default
         controllers={
             f'{arm_id}_arm_controller': Controller(
-                'trajectory', f'/{arm_id}_arm_controller/joint_trajectory', 1000.0),
+                'trajectory', f'{arm_id}_arm_controller/joint_trajectory', 1000.0),
             'forward_position_controller': Controller(
-                'position_stream', '/forward_position_controller/commands', 1000.0)},
+                'position_stream', 'forward_position_controller/commands', 1000.0)},
         default_controller=f'{arm_id}_arm_controller',
         grippers=(Gripper('gripper', f'{arm_id}_finger_joint1', 0.04, 0.0,
-                          action_server='/franka_gripper/gripper_action'),))
+                          action_server='franka_gripper/gripper_action'),))
 
 
 def ur(model: str = 'ur5e') -> RobotSpec:
@@ -151,16 +151,16 @@ def ur(model: str = 'ur5e') -> RobotSpec:
                     (5.0,) * 6),  # vla_ros default
         controllers={
             'scaled_joint_trajectory_controller': Controller(
-                'trajectory', '/scaled_joint_trajectory_controller/joint_trajectory', rate),
+                'trajectory', 'scaled_joint_trajectory_controller/joint_trajectory', rate),
             'joint_trajectory_controller': Controller(
-                'trajectory', '/joint_trajectory_controller/joint_trajectory', rate),
+                'trajectory', 'joint_trajectory_controller/joint_trajectory', rate),
             'forward_position_controller': Controller(
-                'position_stream', '/forward_position_controller/commands', rate)},
+                'position_stream', 'forward_position_controller/commands', rate)},
         default_controller='scaled_joint_trajectory_controller',
         grippers=(Gripper('gripper', 'left_knuckle_joint', 0.0, 0.8,
-                          action_server='/robotiq_gripper_controller/gripper_cmd'),),
-        speed_scaling_topic='/speed_scaling_state_broadcaster/speed_scaling',
-        program_running_topic='/io_and_status_controller/robot_program_running')
+                          action_server='robotiq_gripper_controller/gripper_cmd'),),
+        speed_scaling_topic='speed_scaling_state_broadcaster/speed_scaling',
+        program_running_topic='io_and_status_controller/robot_program_running')
 
 
 def agibot_g1() -> RobotSpec:
@@ -181,7 +181,7 @@ def agibot_g1() -> RobotSpec:
                  JointLimit('idx12_head_joint2', -0.349, 0.524, 1.0, 4.0)))
     return RobotSpec(
         name='agibot_g1', joints=joints,
-        controllers={'joint_command': Controller('joint_state', '/joint_command', 30.0)},
+        controllers={'joint_command': Controller('joint_state', 'joint_command', 30.0)},
         default_controller='joint_command',
         # The model's effector value is normalized: (1 - a) * limit (infer_post_process.py).
         grippers=(Gripper('left_gripper', 'idx41_gripper_l_outer_joint1', 0.785, 0.0),

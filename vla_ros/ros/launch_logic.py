@@ -49,7 +49,10 @@ ARGUMENTS = (
              f'transport, as {PROFILE_VARIABLE} of every process this launch starts: auto '
              'sets it unless that variable is already set, true replaces yours, false never '
              'sets it.', ('auto', 'true', 'false')),
-    Argument('namespace', '', 'Namespace of the vla_policy node.'),
+    Argument('namespace', '', 'Namespace of every node this launch starts; all their topics '
+             'are relative, so two robots in two namespaces never share one.'),
+    Argument('remap', '', 'Topic remappings of vla_policy, FROM:=TO separated by ";" (e.g. '
+             '"joint_states:=/arm/joint_states;camera/scene/image_raw:=/cam0/image_raw").'),
     Argument('log_level', 'info', 'Logging level.', ('debug', 'info', 'warn', 'error')),
 )
 
@@ -148,22 +151,46 @@ def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
     if args.get('instruction'):
         overrides['instruction'] = args['instruction']
     log = ['--ros-args', '--log-level', args.get('log_level', 'info')]
-    out = [dict(package='vla_ros', executable='vla_policy', name='vla_policy',
-                namespace=args.get('namespace', ''), output='screen',
-                parameters=[str(params_file), overrides], arguments=log)]
+    ns = namespace(args.get('namespace', ''))
+    out = [dict(package='vla_ros', executable='vla_policy', name='vla_policy', namespace=ns,
+                output='screen', parameters=[str(params_file), overrides], arguments=log,
+                remappings=remappings(args.get('remap', '')))]
     if _flag(args.get('use_sim', 'false')):
+        # The simulated peers share the namespace, so each robot's sim talks to its own
+        # policy node (their topic names are relative too).
         scene = args.get('sim_scene', 'tabletop') == 'tabletop' and robot in SCENE_ROBOTS
         sim = {'robot': robot}
         if scene:
-            ns = args.get('namespace', '').strip('/')
-            sim.update(scene='tabletop', instruction_topic=(f'/{ns}' if ns else '')
-                       + '/vla_policy/instruction')
+            sim['scene'] = 'tabletop'
         out.append(dict(package='vla_ros', executable='sim_robot', name='sim_robot',
-                        output='screen', parameters=[sim], arguments=log))
+                        namespace=ns, output='screen', parameters=[sim], arguments=log))
         if not scene:
             out.append(dict(package='vla_ros', executable='sim_cameras', name='sim_cameras',
-                            output='screen', parameters=[{'camera_names': ['scene', 'wrist']}],
-                            arguments=log))
+                            namespace=ns, output='screen',
+                            parameters=[{'camera_names': ['scene', 'wrist']}], arguments=log))
+    return out
+
+
+def namespace(value: str) -> str:
+    """'' or '/a/b' from 'a/b', '/a/b/' ...; ValueError for a name ROS would refuse."""
+    parts = [p for p in value.strip().strip('/').split('/') if p] if value.strip() else []
+    for p in parts:
+        if not (p[0].isalpha() or p[0] == '_') or not all(c.isalnum() or c == '_' for c in p):
+            raise ValueError(f'namespace:={value!r}: {p!r} is not a valid ROS name (letters, '
+                             'digits and _, not starting with a digit)')
+    return '/' + '/'.join(parts) if parts else ''
+
+
+def remappings(value: str) -> list[tuple[str, str]]:
+    """'a:=b;c:=d' -> [('a', 'b'), ('c', 'd')]; ValueError naming a malformed entry."""
+    out = []
+    for entry in (e.strip() for e in value.split(';')):
+        if not entry:
+            continue
+        src, sep, dst = entry.partition(':=')
+        if not sep or not src.strip() or not dst.strip() or ' ' in entry:
+            raise ValueError(f'remap:={value!r}: {entry!r} is not FROM:=TO')
+        out.append((src.strip(), dst.strip()))
     return out
 
 

@@ -1,17 +1,18 @@
 """Simulated peers of the vla_policy node, speaking the real interfaces:
 
 - `sim_robot`: a SimArm (vla_ros/sim/arm.py) behind the robot's real controller topic and
-  message type, publishing /joint_states like joint_state_broadcaster (gripper joints
+  message type, publishing joint_states like joint_state_broadcaster (gripper joints
   included). The policy node cannot tell it from the driver.
   With `scene:=tabletop` it also runs the tabletop touch tasks (vla_ros/sim/scene.py): scene
-  and wrist cameras (sensor_msgs/Image rgb8 on /camera/<name>/image_raw) rendered from the
+  and wrist cameras (sensor_msgs/Image rgb8 on camera/<name>/image_raw) rendered from the
   arm's current joint positions, `~/new_episode` (std_srvs/Trigger: home pose, new layout, the
   instruction published on `instruction_topic`; the response message is the episode as JSON)
   and `~/episode_status` (std_msgs/String JSON: seed, instruction, elapsed, touching,
   success) at 10 Hz.
-- `sim_cameras`: sensor_msgs/Image (rgb8) frames on /camera/<name>/image_raw at a fixed rate,
+- `sim_cameras`: sensor_msgs/Image (rgb8) frames on camera/<name>/image_raw at a fixed rate,
   stamped at publication; seeded noise with a moving bar, so consecutive frames differ.
 
+Topic names are relative, so a namespace moves every one of them.
 Run as console scripts, or `python -m vla_ros.ros.sim_nodes robot|cameras --ros-args ...`.
 """
 
@@ -53,7 +54,7 @@ class SimRobotNode(Node):
         self.declare_parameter('image_width', 96)
         self.declare_parameter('image_height', 96)
         self.declare_parameter('episode_seed', 0)
-        self.declare_parameter('instruction_topic', '/vla_policy/instruction')
+        self.declare_parameter('instruction_topic', 'vla_policy/instruction')
         spec = robot_spec(self.get_parameter('robot').value)
         name = self.get_parameter('controller').value or spec.default_controller
         self.controller = spec.controllers[name]
@@ -68,7 +69,7 @@ class SimRobotNode(Node):
             self.create_subscription(JointState, self.controller.topic, self._on_named, qos)
         else:
             self.create_subscription(JointTrajectory, self.controller.topic, self._on_traj, qos)
-        self.pub = self.create_publisher(JointState, '/joint_states', qos)
+        self.pub = self.create_publisher(JointState, 'joint_states', qos)
         self._last = time.monotonic()
         period = 1.0 / self.get_parameter('joint_states_rate_hz').value
         self.create_timer(period, self._on_tick)
@@ -95,7 +96,7 @@ class SimRobotNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction_pub = self.create_publisher(
             String, self.get_parameter('instruction_topic').value, latched)
-        self.cam_pubs = {c: self.create_publisher(Image, f'/camera/{c}/image_raw', 10)
+        self.cam_pubs = {c: self.create_publisher(Image, f'camera/{c}/image_raw', 10)
                          for c in ('scene', 'wrist')}
         self.status_pub = self.create_publisher(String, '~/episode_status', 10)
         self.create_service(Trigger, '~/new_episode', self._on_new_episode)
@@ -192,7 +193,7 @@ class SimCamerasNode(Node):
         w, h = self.get_parameter('width').value, self.get_parameter('height').value
         rng = np.random.default_rng(0)
         self.base = rng.integers(0, 200, (h, w, 3), dtype=np.uint8)
-        self.pubs = {n: self.create_publisher(Image, f'/camera/{n}/image_raw', 10)
+        self.pubs = {n: self.create_publisher(Image, f'camera/{n}/image_raw', 10)
                      for n in names}
         self.frame = 0
         self.create_timer(1.0 / self.get_parameter('rate_hz').value, self._on_timer)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64, String
 
@@ -38,8 +39,17 @@ class InputsMixin:
             JointState, self.p('joint_states_topic'), self._on_joints, sensor_qos,
             callback_group=inputs))
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self._subs.append(self.create_subscription(String, '~/instruction',
-                                                   self._on_instruction, reliable))
+        # The instruction is state, often latched (TRANSIENT_LOCAL, as the sim publishes it):
+        # a transient-local reader gets the last one sent before this node started; the
+        # volatile reader takes publishers that offer no history (a transient-local reader
+        # is incompatible with them, and says so only through the ignored QoS event).
+        # The same text arriving twice is dropped in the callback.
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for qos, events in ((reliable, None), (latched, SubscriptionEventCallbacks(
+                incompatible_qos=lambda _event: None))):
+            self._subs.append(self.create_subscription(
+                String, '~/instruction', self._on_instruction, qos, event_callbacks=events))
         # E-stop: reliable and deep enough that a burst never drops the stop; its own
         # callback group, so it never waits behind the node's default group (services,
         # parameter requests) on the executor.

@@ -70,9 +70,9 @@ PARAMS: tuple[Param, ...] = (
           choices=tuple(sorted(ROBOTS))),
     Param('controller', '', 'Controller to command; empty = the robot\'s default.'),
     Param('command_topic', '', 'Override of the controller\'s command topic.'),
-    Param('joint_states_topic', '/joint_states', 'sensor_msgs/JointState input.'),
+    Param('joint_states_topic', 'joint_states', 'sensor_msgs/JointState input.'),
     Param('camera_names', ['scene', 'wrist'], 'Model camera slots fed by camera_topics.'),
-    Param('camera_topics', ['/camera/scene/image_raw', '/camera/wrist/image_raw'],
+    Param('camera_topics', ['camera/scene/image_raw', 'camera/wrist/image_raw'],
           'Image topics, one per camera_names entry; topics ending in /compressed are '
           'sensor_msgs/CompressedImage.'),
     Param('instruction', '', 'Language instruction (also settable on ~/instruction).',

@@ -174,7 +174,13 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
             f'configured {m.name} ({m.family}/{m.head.type}) for {robot.name} via '
             f'{self.adapter.controller.mode} on {self._command_topic()} in '
             f'{time.monotonic() - t0:.1f} s; {self.policy.describe()}')
+        self.get_logger().info(f'topics (resolved): {self._resolved_topics()}')
         return TransitionCallbackReturn.SUCCESS
+
+    def _resolved_topics(self) -> str:
+        """What the namespace and remappings made of each input and the command topic."""
+        subs = ', '.join(dict.fromkeys(s.topic_name for s in self._subs))
+        return f'command {self._pubs["command"].topic_name}; inputs {subs}'
 
     def _strategy(self):
         name = self.p('merge_strategy')
