@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,19 @@ def ros():
     h = RosHarness()
     yield h
     h.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault table of the node's fault tests (ros_harness.Recorder.report)."""
+    rows = sys.modules['ros_harness'].FAULT_ROWS if 'ros_harness' in sys.modules else []
+    if not rows:
+        return
+    w = terminalreporter
+    w.section('fault suite: ticks from injection to hold, peak |v|/vmax and |a|/amax')
+    w.line(f'{"scenario":58s} {"ticks to hold":>13s} {"v ratio":>8s} {"a ratio":>8s} '
+           f'{"recovered":>9s}')
+    for r in rows:
+        ticks = '-' if r['ticks_to_hold'] is None else str(r['ticks_to_hold'])
+        rec = {True: 'yes', False: 'NO', None: 'n/a'}[r['recovered']]
+        w.line(f'{r["scenario"]:58s} {ticks:>13s} {r["max_v_ratio"]:8.3f} '
+               f'{r["max_a_ratio"]:8.3f} {rec:>9s}')

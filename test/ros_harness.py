@@ -130,12 +130,17 @@ def wait_for(predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
     return bool(predicate())
 
 
+# One row per injected fault, printed as a table at the end of the run (conftest.py).
+FAULT_ROWS: list[dict] = []
+
+
 class Recorder:
     """Every output of the node's safety filter with the tick it came from, and every
     command message the node published, in order (wraps the real objects)."""
 
     def __init__(self, node) -> None:  # a VlaPolicyNode
         self.node = node
+        self.fault_tick: int | None = None
         self.steps: list = []  # (tick, state, positions, velocities)
         self.published: list = []  # (tick, filter state, message)
         step, publish = node.safety.step, node._pubs['command'].publish
@@ -152,6 +157,21 @@ class Recorder:
 
         node.safety.step = recorded_step
         node._pubs['command'].publish = recorded_publish
+
+    def mark_fault(self) -> None:
+        """Call just before injecting a fault: ticks to hold count from here."""
+        self.fault_tick = len(self.node._ticks)
+
+    def ticks_to_hold(self, states=('holding', 'estop', 'disengaged')) -> int | None:
+        """Control ticks from the fault's injection to the filter's first hold output."""
+        return next((t - self.fault_tick for t, s, _, _ in self.steps
+                     if t >= self.fault_tick and s in states), None)
+
+    def report(self, scenario: str, recovered: bool | None) -> None:
+        """A row of the fault table: the scenario, ticks to hold, limit ratios, recovery."""
+        v, a = self.limit_ratios()
+        FAULT_ROWS.append({'scenario': scenario, 'ticks_to_hold': self.ticks_to_hold(),
+                           'max_v_ratio': v, 'max_a_ratio': a, 'recovered': recovered})
 
     def limit_ratios(self) -> tuple[float, float]:
         """Largest |v| / vmax and |dv/dt| / amax over consecutive filter outputs."""

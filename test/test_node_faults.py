@@ -137,6 +137,7 @@ def test_a_joint_missing_from_joint_states_holds_through_the_filter(ros, robot_p
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
     joint = sim.arm.names[3]
+    rec.mark_fault()
     drop.add(joint)
     assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
     assert joint in node._last_cmd.reason
@@ -150,7 +151,10 @@ def test_a_joint_missing_from_joint_states_holds_through_the_filter(ros, robot_p
     v_ratio, a_ratio = rec.limit_ratios()
     assert v_ratio <= 1 + TOL and a_ratio <= 1 + TOL, (v_ratio, a_ratio)
     drop.clear()
-    assert wait_for(lambda: node._last_cmd.state == 'engaged', 10)
+    recovered = wait_for(lambda: node._last_cmd.state == 'engaged', 10)
+    rec.report(f'joint missing from joint_states ({"stream" if controller else "trajectory"})',
+               recovered)
+    assert recovered
 
 
 def test_duplicate_joint_names_are_refused(ros, robot_packages):
@@ -160,6 +164,41 @@ def test_duplicate_joint_names_are_refused(ros, robot_packages):
     pub.publish(JointState(name=['joint1', 'joint1'], position=[0.0, 1.0]))
     assert wait_for(lambda: node.slots.errors.count > before, 5)
     assert 'duplicate' in node.slots.errors.last
+
+
+@pytest.mark.parametrize('robot,controller', [FR3, ('xarm6', '')], ids=['stream', 'trajectory'])
+def test_a_killed_inference_process_holds_at_once_restarts_and_serves_again(
+        ros, robot_packages, robot, controller):
+    import os
+    import signal
+
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    statuses = ros.collect(DiagnosticStatus, '/vla_policy/status')
+    node, _ = start(ros, robot_packages[robot], robot, controller)
+    node.worker.restart_backoff_s = 0.2
+    rec = Recorder(node)
+    assert engage(ros).success
+    assert wait_for(lambda: moving(node), 20)
+    served = node.worker.stats.inferences
+    rec.mark_fault()
+    os.kill(node.policy._proc.pid, signal.SIGKILL)
+    assert wait_for(lambda: node._last_cmd.state == 'holding', 10)
+    assert 'inference process' in node._last_cmd.reason
+    assert wait_for(lambda: any(
+        kv.key == 'inference_process' and 'restart' in kv.value
+        for st in statuses for kv in st.values), 10)
+    assert wait_for(lambda: node.worker.stats.restarts == 1, 60)
+    recovered = wait_for(lambda: node.worker.stats.inferences > served + 1 and moving(node),
+                         30)
+    rec.report(f'inference process killed ({"stream" if controller else "trajectory"})',
+               recovered)
+    assert recovered
+    v_ratio, a_ratio = rec.limit_ratios()
+    assert v_ratio <= 1 + TOL and a_ratio <= 1 + TOL, (v_ratio, a_ratio)
+    # The hold came on the control tick after the worker saw the death, not at the end of
+    # the chunk that was executing.
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
 
 
 # --- trajectory controllers ------------------------------------------------------------------
@@ -172,9 +211,12 @@ def test_trajectory_hold_goes_out_on_the_tick_the_fault_is_seen_and_is_reachable
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
     pub = ros.io.create_publisher(Bool, '/vla_policy/estop', 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
+    rec.mark_fault()
     pub.publish(Bool(data=True))
     assert wait_for(lambda: node._last_cmd.state == 'estop', 5)
     assert wait_for(lambda: any(s == 'estop' for _, s, _ in rec.published), 2)
+    rec.report('e-stop topic (trajectory)', None)
     first_stop_tick = next(t for t, s, _, _ in rec.steps if s == 'estop')
     tick, _, hold = next(p for p in rec.published if p[1] == 'estop')
     assert tick == first_stop_tick  # the same control tick, not the next trajectory period

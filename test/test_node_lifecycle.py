@@ -52,8 +52,10 @@ def test_deactivate_while_moving_brings_the_arm_to_rest_first(ros, robot_package
     rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
+    rec.mark_fault()
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert np.max(np.abs(node.safety.vel)) == 0.0
+    rec.report(f'deactivate while moving ({"stream" if controller else "trajectory"})', None)
     v_ratio, a_ratio = rec.limit_ratios()
     assert v_ratio <= 1 + TOL and a_ratio <= 1 + TOL, (v_ratio, a_ratio)
     last = rec.published[-1][2]

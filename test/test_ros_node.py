@@ -12,7 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from ros_harness import RosHarness, wait_for
+from ros_harness import Recorder, RosHarness, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -158,16 +158,20 @@ def test_configure_fails_clearly_when_joint_names_do_not_match(ros, robot_packag
 def test_a_camera_that_stops_ends_in_a_hold_and_a_diagnostic(ros, robot_packages):
     diags = ros.collect(DiagnosticArray, '/diagnostics')
     node, _ = start(ros, robot_packages['xarm6'], max_staleness_ms=300.0)
+    rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: node._last_cmd is not None and node._last_cmd.state == 'engaged',
                     20)
+    rec.mark_fault()
     ros.camera_on.clear()
     assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
     assert 'stale' in node._last_cmd.reason
     assert wait_for(lambda: any(s.level == DiagnosticStatus.WARN and 'stale' in s.message
                                 for d in diags for s in d.status), 5)
     ros.camera_on.set()
-    assert wait_for(lambda: node._last_cmd.state == 'engaged', 10)
+    recovered = wait_for(lambda: node._last_cmd.state == 'engaged', 10)
+    rec.report('camera stops (stale after 300 ms = 30 ticks; trajectory)', recovered)
+    assert recovered
 
 
 def test_malformed_images_are_logged_and_the_node_keeps_running(ros, robot_packages):

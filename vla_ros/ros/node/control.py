@@ -38,6 +38,15 @@ class ControlMixin:
             return 'robot program not running'
         if self._external_scale <= 0.0:  # the UR speed slider at 0: the robot will not move
             return 'robot speed scaling is 0'
+        # A dead inference process: hold at once (not at the end of the executing chunk)
+        # until the restarted one has delivered a chunk.
+        worker = self.worker
+        restarting = worker.stats.restart_state if worker is not None else ''
+        if restarting:
+            return f'inference process {restarting}'
+        ended = getattr(worker.policy, 'ended', None) if worker is not None else None
+        if ended is not None and ended():  # the worker restarts it
+            return 'inference process ended'
         if target is None:
             return 'no plan yet'
         if target.starved and self.p('hold_on_stale_inference'):

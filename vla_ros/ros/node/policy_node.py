@@ -330,9 +330,11 @@ def main(args=None) -> None:
     except ExternalShutdownException:
         pass
     finally:
+        # The executor's threads end before the node's entities go, so no callback runs on
+        # a destroyed handle.
+        executor.shutdown(timeout_sec=2.0)
         executor.remove_node(node)
         node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
         if rclpy.ok():
             rclpy.shutdown()
 

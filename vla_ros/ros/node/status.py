@@ -34,6 +34,8 @@ class StatusMixin:
             'merge_strategy': self.queue.strategy.describe(),
             'safety_state': safety_state, 'hold_reason': cmd.reason if cmd else '',
             'inference_failures': str(w.stats.failures), 'last_error': w.stats.last_error,
+            'inference_process': w.stats.restart_state or 'serving',
+            'inference_restarts': str(w.stats.restarts),
             'input_errors': str(self.slots.errors.count),
             'control_period_p99_ms': _percentile(periods, 99, '.2f'),
             'missed_control_ticks': str(self._missed_ticks),

@@ -10,13 +10,15 @@ The child is started with the 'spawn' method (a fresh interpreter: no forked ROS
 state), loads and warms up the package, then serves requests over a pipe; observations go
 over as numpy arrays, chunks come back. Each hot-swapped model gets its own process; the old
 one is closed after the swap. A child that dies or stops answering is reported as a
-BackendError (the worker then reports a fault and the safety filter holds). The deadline is an
+BackendError (the worker then reports a fault and the safety filter holds) and `restart()`
+starts a fresh child of the same package (the worker does, with back-off). The deadline is an
 absolute time on CLOCK_MONOTONIC, which both processes share.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import signal
 from dataclasses import dataclass
@@ -94,6 +96,13 @@ class PolicyProcess:
         self.package_dir = str(package_dir)
         self.config = config or PolicyConfig()
         self.infer_timeout_s = infer_timeout_s
+        self._start_args = (backend, nice, warmup, start_timeout_s)
+        self.restarts = 0
+        self._start()
+        self.exits = tuple(self.m.exits.layers)
+
+    def _start(self) -> None:
+        backend, nice, warmup, start_timeout_s = self._start_args
         ctx = mp.get_context('spawn')
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, name=f'vla_policy:{self.m.name}',
@@ -104,9 +113,19 @@ class PolicyProcess:
         kind, detail = self._receive(start_timeout_s, 'load')
         if kind != 'ready':
             self._proc.join(5)
-            raise BackendError(f'loading {package_dir} failed: {detail}')
+            raise BackendError(f'loading {self.package_dir} failed: {detail}')
         self._describe = detail
-        self.exits = tuple(self.m.exits.layers)
+
+    def restart(self) -> None:
+        """A fresh child for the same package and settings (the old one is ended first).
+        Blocks while it loads and warms up; BackendError if that fails."""
+        self.close()
+        self._start()
+        self.restarts += 1
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode
 
     def _receive(self, timeout_s: float, what: str):
         if not self._conn.poll(timeout_s):
@@ -143,6 +162,11 @@ class PolicyProcess:
     @property
     def alive(self) -> bool:
         return self._proc.is_alive()
+
+    def ended(self) -> bool:
+        """True once the child has exited. Safe from any thread (a non-blocking wait on the
+        process sentinel; it reaps nothing): the control loop asks on every tick."""
+        return bool(mp_connection.wait([self._proc.sentinel], 0))
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._proc.is_alive():

@@ -7,7 +7,8 @@ runs the policy, merges the chunk, and reports every outcome through callbacks. 
 handed in with `swap()` and applied between two inferences (a chunk boundary): the queue keeps
 executing the old model's chunk meanwhile. No exception escapes the thread: a failed
 inference is reported as a fault (the safety filter holds when the queue runs dry) and the
-loop goes on. Imports no ROS.
+loop goes on. A policy in a child process that has died is restarted with exponential
+back-off (reported as a fault before each attempt); the arm holds meanwhile. Imports no ROS.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class WorkerStats:
     last_exit_layer: int | None = None
     model_name: str = ''
     swaps: int = 0
+    restarts: int = 0  # inference processes restarted after dying
+    restart_state: str = ''  # '' while serving; what the restart is doing otherwise
     exit_counts: dict[int, int] = field(default_factory=dict)  # exit layer -> chunks
 
 
@@ -49,7 +52,8 @@ class InferenceWorker:
                  on_fault: Callable[[str], None] | None = None,
                  deadline_ms: float | None = None, rtc_prefix: bool = False,
                  idle_sleep_s: float = 0.005, retry_sleep_s: float = 0.02,
-                 failure_backoff_s: float = 0.5, added_latency_s: float = 0.0) -> None:
+                 failure_backoff_s: float = 0.5, added_latency_s: float = 0.0,
+                 restart_backoff_s: float = 1.0, max_restart_backoff_s: float = 30.0) -> None:
         self.policy = policy
         self.queue = queue
         self.clock = clock  # control clock, seconds (the node's clock)
@@ -62,6 +66,9 @@ class InferenceWorker:
         self.idle_sleep_s = idle_sleep_s
         self.retry_sleep_s = retry_sleep_s
         self.failure_backoff_s = failure_backoff_s
+        self.restart_backoff_s = restart_backoff_s  # doubled per failed attempt, up to max
+        self.max_restart_backoff_s = max_restart_backoff_s
+        self._restart_attempts = 0  # since the last successful inference
         # Extra delay before a chunk is queued, as a slower computer would add (evaluation:
         # how the queue's latency handling copes); the chunk keeps its observation stamp.
         self.added_latency_s = added_latency_s
@@ -143,6 +150,12 @@ class InferenceWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._apply_swap()
+            if getattr(self.policy, 'alive', True) is False and hasattr(self.policy, 'restart'):
+                # Seen within one idle period of the death, not at the next inference.
+                self.stats.failures += 1
+                self.stats.last_error = 'the inference process has ended'
+                self._restart(self.policy)
+                continue
             now = self.clock()
             m = self.policy.m
             span = m.action.dt_s * (m.action.chunk_len - 1)
@@ -184,8 +197,13 @@ class InferenceWorker:
             self.stats.last_error = f'{type(e).__name__}: {e}'
             log.error('inference failed: %s', self.stats.last_error)
             self.on_fault(self.stats.last_error)
-            self._stop.wait(self.failure_backoff_s)  # a broken backend fails fast: no spin
+            if getattr(policy, 'alive', True) is False and hasattr(policy, 'restart'):
+                self._restart(policy)
+            else:
+                self._stop.wait(self.failure_backoff_s)  # a broken backend fails fast
             return
+        self._restart_attempts = 0
+        self.stats.restart_state = ''
         if not report.stale:
             self.latency.add(report.latency_s)
         self.latencies_ms.append(report.latency_s * 1000.0)
@@ -195,6 +213,32 @@ class InferenceWorker:
         counts = self.stats.exit_counts
         counts[chunk.exit_layer] = counts.get(chunk.exit_layer, 0) + 1
         self.on_chunk(chunk, report)
+
+    def _restart(self, policy) -> None:
+        """The child process died: wait out the back-off, then start a fresh one. A failed
+        start is reported; the next inference fails at once and comes back here with a
+        longer wait."""
+        self._restart_attempts += 1
+        n = self._restart_attempts
+        wait = min(self.restart_backoff_s * 2 ** (n - 1), self.max_restart_backoff_s)
+        self.stats.restart_state = (f'ended (exit code {getattr(policy, "exitcode", None)}); '
+                                    f'restart {n} in {wait:.1f} s')
+        log.error('inference process %s', self.stats.restart_state)
+        self.on_fault(f'inference process {self.stats.restart_state}')
+        if self._stop.wait(wait):
+            return
+        self.stats.restart_state = f'restarting (attempt {n})'
+        try:
+            policy.restart()
+        except Exception as e:  # BackendError from loading, OSError from spawning
+            self.stats.restart_state = f'restart {n} failed: {type(e).__name__}: {e}'
+            log.error('inference process %s', self.stats.restart_state)
+            self.on_fault(f'inference process {self.stats.restart_state}')
+            return
+        self.stats.restarts += 1
+        self.stats.restart_state = f'restarted (attempt {n}); waiting for its first chunk'
+        log.warning('inference process restarted after %d attempt(s): %s', n,
+                    policy.describe())
 
     def _prefix_weights(self, guidance, m) -> tuple[np.ndarray, np.ndarray]:
         from vla_ros.runtime.chunking.merge import rtc_prefix_weights
