@@ -26,7 +26,14 @@ fi
 reqs=("$root/requirements/dev.txt")
 [ "$ros_mode" = wheels ] && reqs+=("$root/requirements/ros-jazzy.txt")
 
-stamp_key="$( (cat "$root"/requirements/*.txt "$root/setup.py" "$root/setup.cfg"; echo "$ros_mode") \
+# The real ROS 2 launch and CLI tools and control_msgs are not on PyPI; where they sit beside
+# the repository (../shared/ros-tools) they are installed too, so tests can drive the package
+# with `colcon build`, `ros2 launch`, `ros2 param` ... (those tests skip without them).
+ros_tools="$root/../shared/ros-tools"
+with_tools=no
+[ "$ros_mode" = wheels ] && [ -x "$ros_tools/install.sh" ] && with_tools=yes
+
+stamp_key="$( (cat "$root"/requirements/*.txt "$root/setup.py" "$root/setup.cfg"; echo "$ros_mode $with_tools") \
   | sha256sum | cut -d' ' -f1)"
 stamp="$venv/.vla_ros-installed"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_key" ] && [ -x "$venv/bin/python" ]; then
@@ -49,5 +56,12 @@ req_args=()
 for r in "${reqs[@]}"; do req_args+=(-r "$r"); done
 "${pip[@]}" install -qq "${req_args[@]}"
 "${pip[@]}" install -qq --no-deps --no-build-isolation --use-pep517 -e "$root"
+if [ "$with_tools" = yes ]; then
+  "$ros_tools/install.sh" "$venv" >/dev/null
+  for whl in "$ros_tools"/msgs/*.whl; do
+    [ -f "$whl" ] && "${pip[@]}" install -qq --no-deps "$whl"
+  done
+  echo "bootstrap: ROS 2 launch/CLI tools and control_msgs from $ros_tools"
+fi
 echo "$stamp_key" >"$stamp"
 echo "bootstrap: environment ready in $(( $(date +%s) - start )) s"

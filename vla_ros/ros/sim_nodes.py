@@ -19,15 +19,17 @@ Run as console scripts, or `python -m vla_ros.ros.sim_nodes robot|cameras --ros-
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -213,17 +215,22 @@ class SimCamerasNode(Node):
 
 
 def _spin(node_class) -> None:
-    rclpy.init()
+    """Spins until SIGINT or SIGTERM, then destroys the node while ROS still runs (rclpy's
+    own handler would shut the context down first, and the teardown would raise)."""
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     node = node_class()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # SIGTERM shut the context down while a timer was publishing: a normal stop.
     finally:
+        executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
