@@ -47,7 +47,7 @@ IMPORT_KEYS = {
     # Export, training and the torch reference backend only: several GB that a robot never
     # runs (requirements/dev.txt installs them where models are exported).
     'torch': None, 'transformers': None, 'safetensors': None, 'onnx': None,
-    'onnxscript': None,
+    'onnxscript': None, 'tqdm': None,
     # Come with JetPack or NVIDIA's CUDA repository (docker/), not from rosdep.
     'tensorrt': None, 'cuda': None,
 }
