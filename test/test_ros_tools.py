@@ -52,7 +52,9 @@ def workspace(tmp_path_factory):
     assert build.returncode == 0, build.stdout + build.stderr
     share = ws / 'install' / 'vla_ros' / 'share' / 'vla_ros'
     assert (share / 'package.xml').is_file() and (share / 'launch' / 'vla.launch.py').is_file()
-    return ws
+    yield ws
+    # The ros2 commands started a daemon for this run's ROS domain: stop it with the run.
+    subprocess.run(_shell(ws, 'ros2 daemon stop'), capture_output=True, timeout=60)
 
 
 def _shell(ws: Path, command: str) -> list[str]:
