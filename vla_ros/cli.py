@@ -59,6 +59,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--save-checkpoint', metavar='DIR',
                    help='with --preset: also write the random-weight checkpoint (for torch '
                    'side-by-side benchmarks)')
+    p.add_argument('--rtc-vjp', action='store_true',
+                   help="also export the flow head step's vector-Jacobian product "
+                   '(merge_strategy rtc_guided needs it; flow_dit heads)')
 
 
 @command('export', 'export a checkpoint to a model package (ONNX graphs + manifest)')(
@@ -76,7 +79,8 @@ def _export(args: argparse.Namespace) -> int:
     try:
         model, spec, tok = (random_init(args.preset) if args.preset
                             else load_checkpoint(args.source))
-        spec = replace(spec, precisions=tuple(args.precision), name=args.name or spec.name)
+        spec = replace(spec, precisions=tuple(args.precision), name=args.name or spec.name,
+                       rtc_vjp=args.rtc_vjp)
         if args.save_checkpoint:
             from vla_ros.export.checkpoint import save_checkpoint
 
