@@ -122,6 +122,27 @@ def exported(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope='session')
+def exported_vjp(tmp_path_factory):
+    """The tiny Evo-1 (flow_dit) exported with its head step's VJP graph: (model, package)."""
+    from dataclasses import replace
+
+    import torch
+    from families import WORDS, export_spec, tiny_configs
+
+    from vla_ros.export.exporter import export_package
+    from vla_ros.export.tokenizer import word_tokenizer
+    from vla_ros.model.vla import VLA
+
+    cfg = tiny_configs()['evo1']
+    torch.manual_seed(0)
+    model = VLA(cfg).eval()
+    spec = replace(export_spec('evo1'), rtc_vjp=True, precisions=('fp32',))
+    pkg = export_package(model, tmp_path_factory.mktemp('vjp') / 'evo1', spec,
+                         word_tokenizer(WORDS, cfg.lm.vocab_size), progress=lambda _: None)
+    return model, pkg
+
+
 ROBOT_NAMES = {
     'xarm6': tuple(f'joint{i}' for i in range(1, 7)),
     'fr3': tuple(f'fr3_joint{i}' for i in range(1, 8)),

@@ -245,3 +245,10 @@ def test_throttled_logging_at_several_levels_never_raises(ros, robot_packages):
     node, _ = start(ros, robot_packages['xarm6'], activate=False)
     for level in ('error', 'warn', 'info', 'error'):
         node._log_every('same-key', 0.0, level, f'message at {level}')
+
+
+def test_rtc_guided_on_a_package_without_the_vjp_graph_is_rejected_saying_re_export(
+        ros, robot_packages):
+    start(ros, robot_packages['xarm6'])
+    result = ros.set_params('vla_policy', merge_strategy='rtc_guided')[0]
+    assert not result.successful and '--rtc-vjp' in result.reason

@@ -59,6 +59,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--save-checkpoint', metavar='DIR',
                    help='with --preset: also write the random-weight checkpoint (for torch '
                    'side-by-side benchmarks)')
+    p.add_argument('--rtc-vjp', action='store_true',
+                   help="also export the flow head step's vector-Jacobian product "
+                   '(merge_strategy rtc_guided needs it; flow_dit heads)')
 
 
 @command('export', 'export a checkpoint to a model package (ONNX graphs + manifest)')(
@@ -76,7 +79,8 @@ def _export(args: argparse.Namespace) -> int:
     try:
         model, spec, tok = (random_init(args.preset) if args.preset
                             else load_checkpoint(args.source))
-        spec = replace(spec, precisions=tuple(args.precision), name=args.name or spec.name)
+        spec = replace(spec, precisions=tuple(args.precision), name=args.name or spec.name,
+                       rtc_vjp=args.rtc_vjp)
         if args.save_checkpoint:
             from vla_ros.export.checkpoint import save_checkpoint
 
@@ -149,6 +153,13 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     q.add_argument('--duration-s', type=float, default=20.0, help='simulated time per run')
     q.add_argument('--seeds', type=int, default=3, help='runs per case')
     q.add_argument('--interpolation', choices=('linear', 'cubic'), default='linear')
+    q.add_argument('--tail-prob', type=float, default=0.05, help='share of slow calls')
+    q.add_argument('--tail-ms', type=float, default=150.0,
+                   help='mean extra latency of a slow call (exponential)')
+    q.add_argument('--flow-package', help='flow_dit package whose head samples the residuals '
+                   'of the flow scenario (rtc_inpaint, and rtc_guided with --rtc-vjp)')
+    q.add_argument('--scenario', action='append', choices=('unimodal', 'bimodal', 'flow'),
+                   help='scenarios to run (repeatable; default: all available)')
 
 
 @command('bench', 'measure latency, compute and chunk execution')(_bench_args)
@@ -161,19 +172,36 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_package(args)
     from vla_ros.runtime.bench.queue_bench import (
         QueueBenchConfig,
-        format_table,
+        default_cases,
         run_bench,
         summarize,
     )
+    from vla_ros.runtime.bench.queue_report import format_table, write_plots
 
     cfg = QueueBenchConfig(latency_s=args.latency_ms / 1000, jitter_s=args.jitter_ms / 1000,
                            duration_s=args.duration_s, seeds=tuple(range(args.seeds)),
-                           interpolation=args.interpolation)
-    summary = summarize(cfg, run_bench(cfg))
+                           interpolation=args.interpolation, tail_prob=args.tail_prob,
+                           tail_s=args.tail_ms / 1000)
+    flow = None
+    if args.flow_package:
+        from vla_ros.runtime.bench.queue_sources import FlowResidual
+
+        flow = FlowResidual(args.flow_package, cfg.dof, cfg.flow_rms_rad)
+    scenarios = tuple(args.scenario or [s for s in ('unimodal', 'bimodal', 'flow')
+                                        if s != 'flow' or flow is not None])
+    if 'flow' in scenarios and flow is None:
+        print('vla-ros bench queue: the flow scenario needs --flow-package', file=sys.stderr)
+        return 2
+    cases = default_cases(scenarios)
+    if flow is not None and not flow.has_vjp:
+        cases = [c for c in cases if c.strategy != 'rtc_guided']
+    summary = summarize(cfg, run_bench(cfg, cases, flow), args.flow_package or '')
     text = json.dumps(summary, indent=1)
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:
             f.write(text + '\n')
+    if args.plots:
+        write_plots(summary, args.plots)
     print(text if args.json else format_table(summary))
     return 0
 

@@ -91,6 +91,10 @@ def random_init(preset: str, seed: int = 0) -> tuple[VLA, ExportSpec, object]:
                             state_hidden=512),
             cameras=('scene', 'wrist'), state_dim=8, action_dim=8, chunk_len=20, text_len=64,
             exit_layers=(1, 3, 5, 7)),
+        # A few-hundred-thousand-parameter Evo-1 with Evo-1's chunk (H = 20 here) and 8-wide
+        # actions: a flow head fast enough to sample thousands of chunks on a CPU (vla-ros
+        # bench queue --flow-package).
+        'evo1-small': VLAConfig.tiny('evo1', state_dim=8, action_dim=8, chunk_len=20),
         # A mid-size A1 shape (~100 M parameters): Molmo-style CLIP vision, a bidirectional
         # 12-layer decoder, and the flow expert that reads each layer's keys and values, so
         # both the backbone and the expert get cheaper at earlier exits.

@@ -67,6 +67,9 @@ class ExportSpec:
     flow_steps: int = 10
     truncated_steps: int = 2
     precisions: tuple[str, ...] = ('fp32',)
+    # Also export the head step's VJP (graph role head_step_vjp), which merge_strategy
+    # rtc_guided needs; it repeats the step's weights, so it is asked for.
+    rtc_vjp: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,6 +167,13 @@ def export_package(model: VLA, out_dir: str | Path, spec: ExportSpec, tokenizer,
     progress(f'export: planning graphs of a {cfg.family} model '
              f'({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters)')
     plans = plan_graphs(model)
+    if spec.rtc_vjp:
+        if cfg.head.type != 'flow_dit':
+            raise ExportError(f'--rtc-vjp needs a flow_dit head (its step is one graph); this '
+                              f'model has {cfg.head.type!r}')
+        from vla_ros.export.vjp import vjp_plan
+
+        plans.append(vjp_plan(next(p for p in plans if p.role == 'head_step')))
     graphs = []
     for i, plan in enumerate(plans, 1):
         t0 = time.monotonic()

@@ -97,7 +97,8 @@ PARAMS: tuple[Param, ...] = (
     Param('added_latency_ms', 0.0, 'Evaluation only: delay each chunk this long before it is '
           'queued, as a slower computer would (its observation stamp is kept).', dynamic=True,
           range=(0.0, 5000.0)),
-    Param('merge_strategy', 'rtc_blend', 'How a new chunk merges with the executing one.',
+    Param('merge_strategy', 'rtc_blend', 'How a new chunk merges with the executing one '
+          '(rtc_guided: RTC guidance, needs a package exported with --rtc-vjp).',
           dynamic=True, choices=STRATEGIES),
     Param('rtc_schedule', 'exp', 'Soft-mask schedule of rtc_blend.', dynamic=True,
           choices=RTC_SCHEDULES),

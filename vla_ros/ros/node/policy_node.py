@@ -56,6 +56,7 @@ from vla_ros.ros.node.swap import LOAD_ERRORS, SwapMixin
 from vla_ros.runtime.chunking.action_queue import ActionQueue
 from vla_ros.runtime.chunking.merge import make_strategy
 from vla_ros.runtime.chunking.scheduling import RequestPolicy
+from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.serving.worker import InferenceWorker
 
 
@@ -142,6 +143,8 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
         t0 = time.monotonic()
         try:
             self.manifest, self.adapter, self.policy = self._build_policy(path)
+            if self.p('merge_strategy') == 'rtc_guided' and guided_support(self.manifest):
+                raise ValueError(guided_support(self.manifest))
             self.model_path = path
             robot = self.adapter.robot
             safety_cfg = SafetyConfig(self.p('position_margin'), self.p('speed_scale'),
@@ -168,7 +171,7 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
             request=RequestPolicy('horizon_fraction', self.p('request_fraction')),
             on_chunk=self._on_chunk, on_fault=self._on_worker_fault,
             deadline_ms=self.p('deadline_ms') or None,
-            rtc_prefix=self.p('merge_strategy') == 'rtc_inpaint',
+            rtc_prefix=self.p('merge_strategy') in ('rtc_inpaint', 'rtc_guided'),
             added_latency_s=self.p('added_latency_ms') / 1000.0)
         self.get_logger().info(
             f'configured {m.name} ({m.family}/{m.head.type}) for {robot.name} via '

@@ -24,6 +24,7 @@ from rclpy.parameter import Parameter
 from vla_ros.ros.node.params import BY_NAME, PARAMS, Param
 from vla_ros.runtime.chunking.merge import make_strategy
 from vla_ros.runtime.chunking.scheduling import RequestPolicy
+from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.policy.policy import PolicyConfig
 
 POLICY_PARAMS = ('policy_mode', 'threshold_set', 'exit_layer')
@@ -134,6 +135,8 @@ class ReconfigureMixin:
             reason = self._check_swap(values['model_path'])
             if reason:
                 return reason
+        if values.get('merge_strategy') == 'rtc_guided' and guided_support(self.manifest):
+            return f'merge_strategy rtc_guided rejected: {guided_support(self.manifest)}'
         if any(n in values for n in POLICY_PARAMS):  # once, with the request's values together
             self.worker.reconfigure(cfg)
         for name, value in values.items():
@@ -152,7 +155,7 @@ class ReconfigureMixin:
             schedule = value if name == 'rtc_schedule' else self.p('rtc_schedule')
             self.queue.set_strategy(make_strategy(strategy, schedule=schedule)
                                     if strategy == 'rtc_blend' else make_strategy(strategy))
-            self.worker.rtc_prefix = strategy == 'rtc_inpaint'
+            self.worker.rtc_prefix = strategy in ('rtc_inpaint', 'rtc_guided')
         elif name == 'latency_compensation':
             self.queue.latency_compensation = bool(value)
         elif name == 'request_fraction':

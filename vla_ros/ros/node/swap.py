@@ -22,6 +22,7 @@ from vla_ros.adapters.robots import robot_spec
 from vla_ros.runtime.backends import BackendError, load_backend
 from vla_ros.runtime.errors import PackageError
 from vla_ros.runtime.package.loader import load_package, read_manifest
+from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 from vla_ros.runtime.serving.policy_process import BackendSpec, PolicyProcess
 
@@ -92,6 +93,8 @@ class SwapMixin:
             RobotAdapter(robot_spec(self.p('robot')), m.state.names, m.action.names,
                          self.p('controller') or None)
             self._check_cameras(m)
+            if self.p('merge_strategy') == 'rtc_guided' and guided_support(m):
+                raise ValueError(guided_support(m))
             if m.action.names != self.manifest.action.names:
                 raise ValueError(f'its actions {list(m.action.names)} differ from the running '
                                  f'model\'s {list(self.manifest.action.names)}')

@@ -1,12 +1,21 @@
 """Closed-loop benchmark of chunk execution, without ROS (`vla-ros bench queue`).
 
 A joint-space plant under position control with a velocity limit tracks a moving reference.
-A scripted chunk policy predicts the reference from each observation, with a per-chunk offset
-and per-step noise (so consecutive chunks disagree, as a learned policy's do), and its chunks
-arrive after an injected latency with jitter. The simulation runs in simulated time, so the
-numbers do not depend on the machine's load. For each merge strategy and compensation setting
-it reports tracking error, the largest jump of the commanded target at a chunk boundary
-(position and velocity), and the time the queue ran dry.
+Chunks are the reference plus a residual (queue_sources.py: unimodal, bimodal, or sampled by
+a real flow package, which rtc_inpaint / rtc_guided steer toward the executing plan). They
+arrive after a latency with jitter and a tail (occasional slow calls). Simulated time, so the
+numbers do not depend on the machine's load. Per strategy and scenario:
+  tracking    rms |plant - reference| after warm-up
+  dvel / dacc at each chunk switch, the change of the command's velocity (rad/s) and of its
+              acceleration (rad/s^2) across the switch tick, minus what the reference itself
+              does there: ordinary motion scores ~0, a discontinuity does not (a position step
+              would count the motion itself)
+  mode        bimodal only: rms distance of the command from the nearer of the two modes
+              (ref +- mode): averaging two modes puts it between them, a failure
+  under       share of chunks (requested after warm-up) whose delay in steps exceeded the
+              estimate made when it was requested (what RTC's frozen prefix relies on)
+The baseline is replace with latency compensation (LeRobot's latest_only with its dropping of
+executed timesteps), not the naive client.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from vla_ros.runtime.bench.queue_sources import SCENARIOS, FlowResidual, ScriptedResidual
 from vla_ros.runtime.chunking.action_queue import ActionQueue
 from vla_ros.runtime.chunking.chunk import ActionChunk
-from vla_ros.runtime.chunking.merge import STRATEGIES
+from vla_ros.runtime.chunking.merge import GUIDED, STRATEGIES
 from vla_ros.runtime.chunking.scheduling import LatencyEstimator, RequestPolicy
 
 
@@ -27,12 +37,16 @@ class QueueBenchConfig:
     duration_s: float = 20.0
     control_rate_hz: float = 100.0
     dof: int = 6
-    chunk_len: int = 20  # H
+    chunk_len: int = 20  # H (the flow scenario uses the package's)
     chunk_dt_s: float = 0.05  # 20 Hz actions: 1 s per chunk
     latency_s: float = 0.15
     jitter_s: float = 0.03  # std of the latency's normal jitter
-    chunk_offset_std: float = 0.01  # rad, one draw per chunk and joint
+    tail_prob: float = 0.05  # share of slow calls
+    tail_s: float = 0.15  # their extra latency: exponential with this mean
+    chunk_offset_std: float = 0.01  # rad, one draw per chunk and joint (unimodal)
+    mode_rad: float = 0.05  # rad, the two modes' offset (bimodal)
     step_noise_std: float = 0.002  # rad, per action
+    flow_rms_rad: float = 0.02  # rad, rms of the flow package's residuals
     velocity_limit: float = 2.0  # rad/s, the plant's
     amplitude: float = 0.3  # rad, reference sinusoids
     request_fraction: float = 0.5
@@ -44,8 +58,8 @@ class QueueBenchConfig:
         for name in ('duration_s', 'control_rate_hz', 'chunk_dt_s', 'velocity_limit'):
             if not getattr(self, name) > 0:
                 raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
-        if self.latency_s < 0 or self.jitter_s < 0:
-            raise ValueError('latency_s and jitter_s must be >= 0')
+        if min(self.latency_s, self.jitter_s, self.tail_s) < 0 or not 0 <= self.tail_prob <= 1:
+            raise ValueError('latency_s, jitter_s, tail_s must be >= 0, tail_prob in [0, 1]')
         if self.chunk_len < 2 or self.dof < 1:
             raise ValueError('chunk_len must be >= 2 and dof >= 1')
 
@@ -53,7 +67,8 @@ class QueueBenchConfig:
 @dataclass(frozen=True)
 class Case:
     strategy: str
-    latency_compensation: bool
+    latency_compensation: bool = True
+    scenario: str = 'unimodal'
 
     @property
     def label(self) -> str:
@@ -64,16 +79,20 @@ class Case:
 class CaseResult:
     strategy: str
     latency_compensation: bool
+    scenario: str
     tracking_rms_rad: float
-    tracking_max_rad: float
-    max_jump_position_rad: float  # largest tick-to-tick command change at a chunk boundary
-    max_jump_velocity_rad_s: float  # largest tick-to-tick velocity change at a boundary
-    max_discontinuity_rad: float  # largest plan discontinuity at a merge instant
+    dvel_max_rad_s: float  # largest velocity change at a chunk switch, beyond the reference's
+    dvel_mean_rad_s: float
+    dacc_max_rad_s2: float  # largest acceleration change at a switch, beyond the reference's
+    mode_rms_rad: float | None  # bimodal: rms distance from the nearer mode
+    max_jump_position_rad: float  # largest tick-to-tick command change at a switch (motion too)
     stall_s: float  # time the plan ran dry after the first chunk
+    under_estimated: float  # share of chunks whose delay exceeded the estimate
     chunks: int
     stale_chunks: int
     latency_p50_ms: float
-    per_seed_max_jump_rad: list[float] = field(default_factory=list)
+    latency_p99_ms: float
+    per_seed_dvel_max: list[float] = field(default_factory=list)
 
 
 class _Reference:
@@ -89,138 +108,162 @@ class _Reference:
         return self.amp * np.sum(np.sin(2 * np.pi * self.freqs * t + self.phases), axis=1)
 
 
-def run_case(cfg: QueueBenchConfig, case: Case, seed: int) -> dict:
+def latency_draw(cfg: QueueBenchConfig, rng: np.random.Generator) -> float:
+    latency = max(cfg.latency_s + rng.normal(0, cfg.jitter_s), 0.3 * cfg.latency_s)
+    if rng.random() < cfg.tail_prob:
+        latency += rng.exponential(cfg.tail_s)
+    return latency
+
+
+def _source(cfg: QueueBenchConfig, scenario: str, flow=None):
+    if scenario == 'flow':
+        if flow is None:
+            raise ValueError('the flow scenario needs a flow package (--flow-package)')
+        return flow
+    return ScriptedResidual(scenario, cfg.dof, cfg.chunk_len, cfg.chunk_offset_std,
+                            cfg.step_noise_std, cfg.mode_rad)
+
+
+def run_case(cfg: QueueBenchConfig, case: Case, seed: int, flow=None) -> dict:
     rng = np.random.default_rng(seed)
+    chunk_rng = np.random.default_rng(seed + 1000)  # residual draws, shared across cases
     ref = _Reference(cfg, rng)
+    source = _source(cfg, case.scenario, flow)
+    h = flow.h if case.scenario == 'flow' else cfg.chunk_len
     queue = ActionQueue(cfg.dof, case.strategy, interpolation=cfg.interpolation,
                         latency_compensation=case.latency_compensation)
+    method = GUIDED.get(case.strategy)
     request = RequestPolicy('horizon_fraction', cfg.request_fraction)
     estimator = LatencyEstimator()
     dt = 1.0 / cfg.control_rate_hz
-    span = cfg.chunk_dt_s * (cfg.chunk_len - 1)
+    span = cfg.chunk_dt_s * (h - 1)
     q = ref(0.0)[0].copy()
-    in_flight: tuple[float, ActionChunk] | None = None
+    in_flight = None  # (arrival, chunk, delay steps estimated at request)
     last_request = None
-    errors, disc, latencies = [], [0.0], []
-    steps, accels = [0.0], [0.0]  # commanded change across merges, tick to tick
-    cmd: list[np.ndarray] = []  # commanded targets of the last three ticks
-    stall = 0.0
-    stale = 0
+    errors, mode_err, latencies = [], [], []
+    dvel, dacc, steps = [], [], []
+    cmd: list[np.ndarray] = []  # commanded targets of the last four ticks
+    switch_at: list[int] = []  # ticks with a merge, checked once 2 more ticks exist
+    stall, stale, under, counted = 0.0, 0, 0, 0
     for j in range(int(cfg.duration_s * cfg.control_rate_hz)):
         t = j * dt
-        merged = False
         if in_flight is not None and in_flight[0] <= t:
-            arrival, chunk = in_flight
+            arrival, chunk, est_steps = in_flight
             in_flight = None
             report = queue.add_chunk(chunk, now=arrival)
+            if chunk.stamp_s >= cfg.warmup_s:  # the estimator's cold start is not counted
+                counted += 1
+                under += math.ceil(report.latency_s / cfg.chunk_dt_s - 1e-6) > est_steps
             estimator.add(report.latency_s)
             latencies.append(report.latency_s)
             stale += report.stale
-            merged = not report.stale
-            disc.append(report.jump_position)
+            if not report.stale:
+                switch_at.append(j)
         if in_flight is None and request.should_request(
                 t, queue.remaining_s(t), estimator.estimate_s(), span, last_request):
             last_request = t
-            times = t + cfg.chunk_dt_s * np.arange(cfg.chunk_len)
-            actions = (ref(times) + rng.normal(0, cfg.chunk_offset_std, cfg.dof)
-                       + rng.normal(0, cfg.step_noise_std, (cfg.chunk_len, cfg.dof)))
-            latency = max(cfg.latency_s + rng.normal(0, cfg.jitter_s), 0.3 * cfg.latency_s)
+            times = t + cfg.chunk_dt_s * np.arange(h)
+            d = estimator.delay_steps(cfg.chunk_dt_s)
+            prefix = None
+            if method is not None and case.scenario == 'flow':
+                g = queue.guidance_prefix(t, cfg.chunk_dt_s, h)
+                if g is not None:
+                    prefix = (g[0] - ref(times), g[1], d, method)
+            actions = ref(times) + source(chunk_rng, prefix)
             # Arrivals land between control ticks, as real inference does.
-            in_flight = (t + latency, ActionChunk(stamp_s=t, dt_s=cfg.chunk_dt_s,
-                                                  actions=actions))
+            in_flight = (t + latency_draw(cfg, rng),
+                         ActionChunk(stamp_s=t, dt_s=cfg.chunk_dt_s, actions=actions), d)
         target = queue.target(t)
         if (target is None or target.starved) and queue.chunks_merged:
             stall += dt  # waiting for the very first chunk is start-up, not a stall
         if target is not None:
-            cmd = [*cmd[-2:], target.position]
-            if merged and len(cmd) >= 2:
-                steps.append(float(np.max(np.abs(cmd[-1] - cmd[-2]))))
-            if merged and len(cmd) == 3:
-                accels.append(float(np.max(np.abs(cmd[-1] - 2 * cmd[-2] + cmd[-3]))) / dt)
+            cmd = [*cmd[-3:], target.position]
+            if len(cmd) == 4 and switch_at and switch_at[0] == j - 1:
+                # Command differences around the switch tick j - 1, minus the reference's.
+                r = ref(dt * np.arange(j - 3, j + 1))
+                c = np.array(cmd) - r
+                # Both second differences that hold the crossing step c2 - c1: a position
+                # step d scores d / dt, a velocity kink dv scores dv.
+                dvel.append(float(max(np.max(np.abs(c[2] - 2 * c[1] + c[0])),
+                                      np.max(np.abs(c[3] - 2 * c[2] + c[1])))) / dt)
+                dacc.append(float(np.max(np.abs(c[3] - 3 * c[2] + 3 * c[1] - c[0]))) / dt ** 2)
+                steps.append(float(np.max(np.abs(cmd[2] - cmd[1]))))
+                switch_at.pop(0)
+            elif switch_at and switch_at[0] < j - 1:
+                switch_at.pop(0)
             step = np.clip(target.position - q, -cfg.velocity_limit * dt,
                            cfg.velocity_limit * dt)
             q = q + step
+            if t >= cfg.warmup_s and case.scenario == 'bimodal':
+                r = ref(t)[0]
+                mode_err.append(min(np.sqrt(np.mean((target.position - r - s) ** 2))
+                                    for s in (cfg.mode_rad, -cfg.mode_rad)))
         if t >= cfg.warmup_s:
             errors.append(np.abs(q - ref(t)[0]))
     err = np.array(errors)
     return {
         'tracking_rms': float(np.sqrt(np.mean(err ** 2))),
-        'tracking_max': float(np.max(err)),
-        'step': float(np.max(steps)),
-        'dvel': float(np.max(accels)),
-        'disc': float(np.max(disc)),
-        'stall': stall,
-        'chunks': queue.chunks_merged,
-        'stale': stale,
-        'latencies': latencies,
+        'dvel': dvel or [0.0], 'dacc': dacc or [0.0], 'step': steps or [0.0],
+        'mode_sq': [e ** 2 for e in mode_err],
+        'stall': stall, 'chunks': queue.chunks_merged, 'stale': stale,
+        'under': under, 'counted': counted, 'latencies': latencies,
     }
 
 
-def default_cases() -> list[Case]:
-    cases = [Case('replace', False)]
-    cases += [Case(s, True) for s in STRATEGIES if s != 'rtc_inpaint']
+def default_cases(scenarios: tuple[str, ...] = ('unimodal', 'bimodal')) -> list[Case]:
+    cases = []
+    for sc in scenarios:
+        cases.append(Case('replace', False, sc))
+        for s in STRATEGIES:
+            if s in GUIDED and sc != 'flow':
+                continue  # a scripted chunk has no sampler to steer
+            cases.append(Case(s, True, sc))
     return cases
 
 
-def run_bench(cfg: QueueBenchConfig, cases: list[Case] | None = None) -> list[CaseResult]:
+def run_bench(cfg: QueueBenchConfig, cases: list[Case] | None = None,
+              flow: FlowResidual | None = None) -> list[CaseResult]:
     results = []
-    for case in cases or default_cases():
-        runs = [run_case(cfg, case, seed) for seed in cfg.seeds]
-        lat = np.concatenate([r['latencies'] for r in runs])
+    for case in cases or default_cases(tuple(s for s in SCENARIOS
+                                             if s != 'flow' or flow is not None)):
+        runs = [run_case(cfg, case, seed, flow) for seed in cfg.seeds]
+        lat = np.concatenate([r['latencies'] for r in runs]) * 1000
+        mode_sq = [x for r in runs for x in r['mode_sq']]
+        dv = [x for r in runs for x in r['dvel']]
         results.append(CaseResult(
             strategy=case.strategy, latency_compensation=case.latency_compensation,
+            scenario=case.scenario,
             tracking_rms_rad=float(np.sqrt(np.mean([r['tracking_rms'] ** 2 for r in runs]))),
-            tracking_max_rad=max(r['tracking_max'] for r in runs),
-            max_jump_position_rad=max(r['step'] for r in runs),
-            max_jump_velocity_rad_s=max(r['dvel'] for r in runs),
-            max_discontinuity_rad=max(r['disc'] for r in runs),
+            dvel_max_rad_s=float(max(dv)), dvel_mean_rad_s=float(np.mean(dv)),
+            dacc_max_rad_s2=float(max(x for r in runs for x in r['dacc'])),
+            mode_rms_rad=float(np.sqrt(np.mean(mode_sq))) if mode_sq else None,
+            max_jump_position_rad=float(max(x for r in runs for x in r['step'])),
             stall_s=float(np.mean([r['stall'] for r in runs])),
+            under_estimated=(sum(r['under'] for r in runs)
+                             / max(sum(r['counted'] for r in runs), 1)),
             chunks=sum(r['chunks'] for r in runs),
             stale_chunks=sum(r['stale'] for r in runs),
-            latency_p50_ms=float(np.median(lat) * 1000) if len(lat) else math.nan,
-            per_seed_max_jump_rad=[r['step'] for r in runs]))
+            latency_p50_ms=float(np.median(lat)) if len(lat) else math.nan,
+            latency_p99_ms=float(np.percentile(lat, 99)) if len(lat) else math.nan,
+            per_seed_dvel_max=[float(max(r['dvel'])) for r in runs]))
     return results
 
 
-def summarize(cfg: QueueBenchConfig, results: list[CaseResult]) -> dict:
-    """Adds the headline ratio: the best compensated blend against naive replace."""
-    base = next((r for r in results
-                 if r.strategy == 'replace' and not r.latency_compensation), None)
-    blends = [r for r in results if r.latency_compensation and r.strategy != 'replace']
-    headline = None
-    if base is not None and blends:
-        best = min(blends, key=lambda r: (r.max_jump_position_rad, r.tracking_rms_rad))
-        headline = {
-            'baseline': 'replace without latency compensation',
-            'best': best.strategy,
-            'jump_reduction_x': base.max_jump_position_rad / max(best.max_jump_position_rad,
-                                                                  1e-12),
-            'tracking_rms_ratio': best.tracking_rms_rad / base.tracking_rms_rad,
-        }
-    return {'config': asdict(cfg), 'results': [asdict(r) for r in results],
-            'headline': headline}
-
-
-def format_table(summary: dict) -> str:
-    cfg = summary['config']
-    lines = [f'queue bench: {cfg["dof"]} joints, H={cfg["chunk_len"]} x '
-             f'{cfg["chunk_dt_s"] * 1000:g} ms, latency {cfg["latency_s"] * 1000:g} '
-             f'+/- {cfg["jitter_s"] * 1000:g} ms, control {cfg["control_rate_hz"]:g} Hz, '
-             f'{len(cfg["seeds"])} seeds x {cfg["duration_s"]:g} s',
-             'jump = largest tick-to-tick change of the command at a chunk boundary; '
-             'disc = plan discontinuity at the merge instant',
-             f'{"strategy":<36}{"track rms":>10}{"track max":>10}{"jump pos":>10}'
-             f'{"jump vel":>10}{"disc":>9}{"stall s":>9}',
-             f'{"":<36}{"mrad":>10}{"mrad":>10}{"mrad":>10}{"rad/s":>10}{"mrad":>9}{"":>9}']
-    for r in summary['results']:
-        label = Case(r['strategy'], r['latency_compensation']).label
-        lines.append(f'{label:<36}{r["tracking_rms_rad"] * 1000:>10.2f}'
-                     f'{r["tracking_max_rad"] * 1000:>10.2f}'
-                     f'{r["max_jump_position_rad"] * 1000:>10.2f}'
-                     f'{r["max_jump_velocity_rad_s"]:>10.3f}'
-                     f'{r["max_discontinuity_rad"] * 1000:>9.2f}{r["stall_s"]:>9.3f}')
-    h = summary['headline']
-    if h:
-        lines.append(f'best blend {h["best"]}: max boundary jump {h["jump_reduction_x"]:.1f}x '
-                     f'smaller than {h["baseline"]}, tracking rms x{h["tracking_rms_ratio"]:.2f}')
-    return '\n'.join(lines)
+def summarize(cfg: QueueBenchConfig, results: list[CaseResult], flow_package: str = ''
+              ) -> dict:
+    """Adds per scenario the headline: the smoothest strategy against compensated replace."""
+    headlines = {}
+    for sc in dict.fromkeys(r.scenario for r in results):
+        rows = [r for r in results if r.scenario == sc]
+        base = next((r for r in rows if r.strategy == 'replace' and r.latency_compensation),
+                    None)
+        others = [r for r in rows if r.latency_compensation and r.strategy != 'replace']
+        if base is None or not others:
+            continue
+        best = min(others, key=lambda r: (r.dvel_max_rad_s, r.tracking_rms_rad))
+        headlines[sc] = {
+            'baseline': 'replace with latency compensation', 'best': best.strategy,
+            'dvel_reduction_x': base.dvel_max_rad_s / max(best.dvel_max_rad_s, 1e-12),
+            'tracking_rms_ratio': best.tracking_rms_rad / base.tracking_rms_rad}
+    return {'config': asdict(cfg), 'flow_package': flow_package,
+            'results': [asdict(r) for r in results], 'headline': headlines}

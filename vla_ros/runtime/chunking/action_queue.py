@@ -3,7 +3,11 @@
 The worker adds chunks stamped with their observation time; the control loop asks for the
 target at its current time. The queue keeps one merged plan (a Trajectory starting at the
 last merge), answers by interpolation, and never executes an action meant for a time that
-has already passed (latency compensation). Thread-safe under one producer and any number of
+has already passed (latency compensation). After a stall (the plan ran dry and the arm held
+its last target), a chunk resumes at its first action after the last one executed, as
+LeRobot's queue does, not at the action meant for the wall-clock time: the actions in between
+never ran, so skipping them would be a jump. Times compare with the grid tolerance of
+timing.py. Thread-safe under one producer and any number of
 consumers: one lock, and every answer is a copy. Pure numpy, no ROS.
 """
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from vla_ros.runtime.chunking.chunk import ActionChunk
 from vla_ros.runtime.chunking.merge import MergeInput, MergeStrategy, make_strategy
+from vla_ros.runtime.chunking.timing import tol_s
 from vla_ros.runtime.chunking.trajectory import INTERPOLATIONS, Trajectory
 
 # A chunk stamped further in the future than this is a clock mismatch, not latency.
@@ -33,9 +38,13 @@ class Target:
 class MergeReport:
     latency_s: float  # now - observation stamp
     dropped_steps: int  # actions of the new chunk already in the past
-    jump_position: float  # max |plan(now) after - before| over joints (0 for the first chunk)
+    # max |target(now) after - before| over joints, before = what the control loop was
+    # commanding at now (the held last target after a stall); 0 for the first chunk
+    jump_position: float
     jump_velocity: float
     stale: bool  # the whole chunk was in the past; the plan was not changed
+    resumed_steps: int = 0  # after a stall: actions of the chunk kept that were meant for
+    # times the arm spent holding (0 without a stall)
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,15 @@ class ActionQueue:
 
     latency_compensation: place each chunk at its observation time and drop what is already
     past (True), or execute it from its first action on arrival, as naive clients do (False).
+    max_live_chunks: temporal ensembling keeps every chunk still covering now (None); a cap
+    drops the least weighted first.
     """
 
     def __init__(self, action_dim: int, strategy: str | MergeStrategy = 'rtc_blend', *,
                  interpolation: str = 'linear', latency_compensation: bool = True,
-                 max_live_chunks: int = 16) -> None:
+                 max_live_chunks: int | None = None) -> None:
+        if max_live_chunks is not None and max_live_chunks < 1:
+            raise ValueError(f'max_live_chunks {max_live_chunks} must be >= 1 or None')
         if action_dim < 1:
             raise ValueError(f'action_dim {action_dim} must be >= 1')
         if interpolation not in INTERPOLATIONS:
@@ -90,29 +103,48 @@ class ActionQueue:
             # Never re-plan before a time the control loop has already executed.
             now = max(now, self._last_query_s)
             latency = now - chunk.stamp_s
-            shift = 0.0 if self.latency_compensation else max(latency, 0.0)
+            tol = tol_s(chunk.dt_s)
+            shift, resumed = self._shift(chunk, now, latency, tol)
             new = chunk.trajectory(self.interpolation, shift_s=shift)
             stamp = chunk.stamp_s + shift
-            if new.end < now:
+            if new.end < now - tol:
                 return MergeReport(latency, chunk.horizon, 0.0, 0.0, stale=True)
-            dropped = int(np.sum(new.times < now - 1e-9))
-            old = self._plan if self._plan is not None and self._plan.end >= now else None
-            live = tuple(tr for tr in self._live if tr.end >= now)
+            dropped = int(np.sum(new.times < now - tol))
+            executing = self._plan
+            old = executing if executing is not None and executing.end >= now - tol else None
+            live = tuple(tr for tr in self._live if tr.end >= now - tol)
             plan = self.strategy.merge(MergeInput(
                 now=now, new=new, new_stamp_s=stamp, dt_s=chunk.dt_s, horizon=chunk.horizon,
                 old=old, live=live))
             jump_p = jump_v = 0.0
-            if old is not None:
-                p0, v0 = old.sample(now)
+            if executing is not None:  # measured against what is commanded now, held or not
+                p0, v0 = executing.sample(now)
                 p1, v1 = plan.sample(now)
                 jump_p = float(np.max(np.abs(p1 - p0)))
                 jump_v = float(np.max(np.abs(v1 - v0)))
             self._plan = plan
-            if self.strategy.keeps_history:
-                self._live = [*live, new][-self.max_live_chunks:]
+            self._live = self.strategy.history([*live, new], self.max_live_chunks)
             self._chunks_merged += 1
             self._last_chunk = chunk
-            return MergeReport(latency, dropped, jump_p, jump_v, stale=False)
+            return MergeReport(latency, dropped, jump_p, jump_v, stale=False,
+                               resumed_steps=resumed)
+
+    def _shift(self, chunk: ActionChunk, now: float, latency: float, tol: float
+               ) -> tuple[float, int]:
+        """How far the chunk moves later in time, and how many of its actions that brings
+        back from the past (a resume after a stall). Called under _lock."""
+        if not self.latency_compensation:
+            return max(latency, 0.0), 0
+        plan = self._plan
+        if plan is None or plan.end >= now - tol:
+            return 0.0, 0
+        # Stalled since plan.end: resume at the first action after the last executed one.
+        times = chunk.times
+        pending = np.flatnonzero(times > plan.end + tol)
+        if len(pending) == 0 or times[pending[0]] >= now - tol:
+            return 0.0, 0
+        first = pending[0]
+        return now - times[first], int(np.sum(times[first:] < now - tol))
 
     def set_strategy(self, strategy: str | MergeStrategy) -> None:
         """Takes effect at the next merge; the executing plan is kept."""
@@ -180,7 +212,7 @@ class ActionQueue:
         if plan is None:
             return None
         times = stamp_s + dt_s * np.arange(horizon)
-        covered = times <= plan.end + 1e-9
+        covered = times <= plan.end + tol_s(dt_s)
         return plan.sample(times)[0], covered
 
     @property

@@ -9,8 +9,16 @@
 - rtc_blend: RTC's soft prefix mask used as a blend weight on the old chunk: 1 for the first d
   steps (covered by the inference delay), decaying over [d, H - s), 0 from H - s on (Black et
   al. 2025, `get_prefix_weights`; schedules exp, linear, ones, zeros).
-- rtc_inpaint: the executing prefix was passed to the policy, whose flow sampler inpainted it
-  (inference-time RTC); the chunk already agrees with the old one, so it replaces it.
+- rtc_inpaint: the executing prefix was passed to the policy, whose flow sampler blended it
+  into the sample before every Euler step (replacement inpainting, not RTC's guidance: no
+  Jacobian, no guidance weight); the chunk then replaces the plan.
+- rtc_guided: real-time chunking as in Black et al. 2025, Algorithm 1: the policy's flow
+  sampler is guided toward the executing prefix with the vector-Jacobian product of the
+  denoiser (soft mask over the execution horizon, guidance weight clipped at beta); needs a
+  flow_dit package exported with the VJP graph. The chunk then replaces the plan, which
+  starts it at index d, as the paper switches chunks.
+
+Times are compared with the one grid tolerance of timing.py.
 
 All strategies produce a Trajectory that starts at `now`; nothing before `now` is kept.
 Pure numpy, no ROS.
@@ -23,11 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_ros.runtime.chunking.timing import dedupe_times, step_index, steps_before, tol_s
 from vla_ros.runtime.chunking.trajectory import Trajectory
 
 WEIGHTED_PRESETS = {'weighted_average': 0.3, 'average': 0.5, 'conservative': 0.7}
 RTC_SCHEDULES = ('exp', 'linear', 'ones', 'zeros')
-STRATEGIES = ('replace', *WEIGHTED_PRESETS, 'temporal_ensemble', 'rtc_blend', 'rtc_inpaint')
+GUIDED = {'rtc_inpaint': 'inpaint', 'rtc_guided': 'guided'}  # strategy -> policy guidance
+STRATEGIES = ('replace', *WEIGHTED_PRESETS, 'temporal_ensemble', 'rtc_blend', *GUIDED)
 
 
 def rtc_prefix_weights(index: np.ndarray, delay_steps: float, horizon: int,
@@ -58,9 +68,10 @@ class MergeInput:
     live: tuple[Trajectory, ...]  # earlier chunks still covering now, oldest first
 
 
-def _union_knots(now: float, trajectories: tuple[Trajectory, ...], min_gap_s: float
-                 ) -> np.ndarray:
-    times = np.unique(np.concatenate([tr.times for tr in trajectories]))
+def _union_knots(now: float, trajectories: tuple[Trajectory, ...], min_gap_s: float,
+                 tol: float) -> np.ndarray:
+    # Knots of chunks on the same grid may differ in the last bit: one knot, not a sliver.
+    times = dedupe_times(np.concatenate([tr.times for tr in trajectories]), tol)
     return np.concatenate([[now], times[times > now + min_gap_s]])
 
 
@@ -73,9 +84,14 @@ def _future(m: MergeInput) -> Trajectory:
 class MergeStrategy:
     name = 'replace'
     keeps_history = False  # temporal ensembling needs the earlier chunks
+    guidance: str | None = None  # what the policy is asked to do with the executing prefix
 
     def merge(self, m: MergeInput) -> Trajectory:
         return _future(m)
+
+    def history(self, chunks: list[Trajectory], cap: int | None) -> list[Trajectory]:
+        """The chunks to keep for the next merge (oldest first)."""
+        return []
 
     def describe(self) -> str:
         return self.name
@@ -86,9 +102,19 @@ class Replace(MergeStrategy):
 
 
 class RTCInpaint(MergeStrategy):
-    """The policy inpainted the executing prefix; the chunk replaces the plan."""
+    """The policy inpainted the executing prefix by replacement; the chunk replaces the
+    plan."""
 
     name = 'rtc_inpaint'
+    guidance = 'inpaint'
+
+
+class RTCGuided(MergeStrategy):
+    """The policy ran RTC's guided denoising toward the executing prefix; the chunk
+    replaces the plan."""
+
+    name = 'rtc_guided'
+    guidance = 'guided'
 
 
 class WeightedAverage(MergeStrategy):
@@ -109,7 +135,7 @@ class WeightedAverage(MergeStrategy):
             return new
         times = new.times
         pos = new.positions.copy()
-        overlap = times <= m.old.end
+        overlap = times <= m.old.end + tol_s(m.dt_s)
         if np.any(overlap):
             old_pos = m.old.sample(times[overlap])[0]
             pos[overlap] = self.old_weight * old_pos + (1.0 - self.old_weight) * pos[overlap]
@@ -124,17 +150,27 @@ class TemporalEnsemble(MergeStrategy):
     keeps_history = True
 
     def __init__(self, k: float = 0.01) -> None:
-        if not (math.isfinite(k) and k >= 0):
-            raise ValueError(f'temporal ensemble k {k} must be finite and >= 0')
+        # k < 0 weights the newest most; ACT (and LeRobot) allow it.
+        if not math.isfinite(k):
+            raise ValueError(f'temporal ensemble k {k} must be finite')
         self.k = k
+
+    def history(self, chunks: list[Trajectory], cap: int | None) -> list[Trajectory]:
+        """All live chunks; with a cap, the least weighted go first: for k > 0 the newest
+        before the last one (which alone covers the far end of the plan), else the oldest."""
+        kept = list(chunks)
+        while cap is not None and len(kept) > max(cap, 1):
+            kept.pop(-2 if self.k > 0 else 0)
+        return kept
 
     def merge(self, m: MergeInput) -> Trajectory:
         chunks = (*m.live, m.new)
-        times = _union_knots(m.now, chunks, 0.5 * m.dt_s)
+        tol = tol_s(m.dt_s)
+        times = _union_knots(m.now, chunks, 0.5 * m.dt_s, tol)
         num = np.zeros((len(times), m.new.dim))
         den = np.zeros((len(times), 1))
         for i, tr in enumerate(chunks):  # i = 0 is the oldest
-            covers = (times >= tr.start - 1e-9) & (times <= tr.end + 1e-9)
+            covers = (times >= tr.start - tol) & (times <= tr.end + tol)
             if not np.any(covers):
                 continue
             w = math.exp(-self.k * i)
@@ -175,10 +211,10 @@ class RTCBlend(MergeStrategy):
             return new
         # The delay is known exactly at merge time: the steps of the new chunk that started
         # before now (now itself lies inside the frozen prefix, so the plan stays continuous).
-        delay_steps = math.floor(max(m.now - m.new_stamp_s, 0.0) / m.dt_s) + 1
-        index = (new.times - m.new_stamp_s) / m.dt_s
+        delay_steps = steps_before(max(m.now - m.new_stamp_s, 0.0), m.dt_s) + 1
+        index = step_index(new.times, m.new_stamp_s, m.dt_s)
         w = self.weights(index, delay_steps, m.horizon)
-        w[new.times > m.old.end] = 0.0  # no old plan there
+        w[new.times > m.old.end + tol_s(m.dt_s)] = 0.0  # no old plan there
         old_pos = m.old.sample(new.times)[0]
         pos = w[:, None] * old_pos + (1.0 - w[:, None]) * new.positions
         return Trajectory(new.times, pos, new.interpolation)
@@ -194,6 +230,8 @@ def make_strategy(name: str, **kwargs) -> MergeStrategy:
         return Replace()
     if name == 'rtc_inpaint':
         return RTCInpaint()
+    if name == 'rtc_guided':
+        return RTCGuided()
     if name in WEIGHTED_PRESETS:
         return WeightedAverage(name, **kwargs)
     if name == 'temporal_ensemble':

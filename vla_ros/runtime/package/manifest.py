@@ -27,7 +27,10 @@ HEAD_TYPES = (
 )
 FLOW_HEADS = ('flow_dit', 'flow_expert')
 GRAPH_ROLES = ('vision', 'embed', 'segment', 'head_context', 'head_step', 'head_embed',
-               'head_segment', 'head_out', 'head')
+               'head_segment', 'head_out', 'head', 'head_step_vjp')
+# Optional: the flow head step's vector-Jacobian product (vla_ros/export/vjp.py), which
+# rtc_guided merging runs; packages exported without --rtc-vjp lack it.
+OPTIONAL_ROLES = ('head_step_vjp',)
 LAYERED_ROLES = ('segment', 'head_segment')  # graphs that run a range of layers
 PRECISIONS = ('fp32', 'fp16')
 DTYPES = ('float32', 'float16', 'int64', 'int32', 'bool', 'uint8')

@@ -7,7 +7,8 @@ package's head. The policy decides after each exit whether to go deeper. Everyth
 model's space (normalized, padded); the policy converts to and from the robot's.
 
 Head types (see vla_ros/export/graphs.py for the graph contract):
-  flow_dit      context graph once per exit, then Euler steps of the step graph
+  flow_dit      context graph once per exit, then Euler steps of the step graph (and, for
+                RTC guidance, the step's VJP graph head_step_vjp when the package has it)
   flow_expert   Euler steps, each through the expert segments up to the exit
   bridge        policy blocks advance with the decoder; the out graph reads them at an exit
   mlp_regression, nar_tokens   one head graph on the exit's hidden state
@@ -127,16 +128,36 @@ class ExitRun:
         x = np.asarray(x, np.float32)[None]
         return (x + dt * self.velocity(x, t))[0]
 
+    def _context(self) -> tuple[Any, Any]:
+        if self._ctx_index != self.index:
+            out = self._run('head', 'head_context', {'hidden': self.hidden,
+                                                     'state': self.inputs.state})
+            self._ctx, self._ctx_index = (out['ctx_k'], out['ctx_v']), self.index
+        return self._ctx
+
+    def velocity_vjp(self, x: np.ndarray, t: float, cotangent: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """velocity and cotangent^T d velocity / dx for x, cotangent (1, H, A) at flow time
+        t, from the exported VJP graph (flow_dit packages exported with --rtc-vjp)."""
+        graphs = self.p.m.graphs_with_role('head_step_vjp')
+        if self.p.head != 'flow_dit' or not graphs:
+            raise ValueError('this package has no head_step_vjp graph; re-export it with '
+                             '`vla-ros export ... --rtc-vjp`')
+        ctx_k, ctx_v = self._context()
+        feeds = {'noisy_actions': np.asarray(x, np.float32), 't': np.array([t], np.float32),
+                 'ctx_k': ctx_k, 'ctx_v': ctx_v,
+                 'cotangent': np.asarray(cotangent, np.float32)}
+        out = self._run('head', graphs[0].name, feeds)
+        be = self.p.backend
+        return be.to_host(out['velocity']), be.to_host(out['vjp'])
+
     def velocity(self, x: np.ndarray, t: float) -> np.ndarray:
         """The flow head's velocity at the current exit for x (1, H, A) at flow time t."""
         be = self.p.backend
         feeds = {'noisy_actions': np.asarray(x, np.float32), 't': np.array([t], np.float32)}
         if self.p.head == 'flow_dit':
-            if self._ctx_index != self.index:
-                out = self._run('head', 'head_context', {'hidden': self.hidden,
-                                                         'state': self.inputs.state})
-                self._ctx, self._ctx_index = (out['ctx_k'], out['ctx_v']), self.index
-            feeds.update(ctx_k=self._ctx[0], ctx_v=self._ctx[1])
+            ctx_k, ctx_v = self._context()
+            feeds.update(ctx_k=ctx_k, ctx_v=ctx_v)
             return be.to_host(self._run('head', 'head_step', feeds)['velocity'])
         suffix = self._run('head', 'head_embed', {**feeds, 'state': self.inputs.state})['suffix']
         for seg, kv in zip(self.p.head_segments[:self.index + 1], self._kv, strict=False):

@@ -15,11 +15,11 @@ and returns the deepest action computed so far, so latency stays within the dead
 segment at worst. Every exit's action is valid, so there is always one to return after the
 first exit.
 
-Inference-time RTC for flow heads: with `prefix` (the executing plan at this chunk's times and
-its soft-mask weights), each Euler step blends the known prefix, carried to the current flow
-time, into the sample (replacement inpainting). The guided (pseudo-inverse) form needs a
-vector-Jacobian product through the network, which forward-only ONNX/TensorRT graphs do not
-provide.
+Real-time chunking for flow heads (guidance.py): with `prefix` (a Guidance: the executing
+plan at this chunk's times, RTC's soft mask, the method), every flow solve is steered toward
+the prefix, either by RTC's guided inpainting (method 'guided', Black et al. 2025, Algorithm 1,
+with the exported VJP graph of the head step, guidance weight clipped at `rtc_beta`) or by
+replacement inpainting (method 'inpaint'). A bare (actions, weights) tuple means 'inpaint'.
 Imports numpy (and what the backend imports).
 """
 
@@ -34,7 +34,8 @@ from vla_ros.runtime.backends.base import Backend
 from vla_ros.runtime.chunking.chunk import ActionChunk
 from vla_ros.runtime.package.loader import ModelPackage
 from vla_ros.runtime.policy.early_exit import METRICS, discrepancy
-from vla_ros.runtime.policy.flow import euler_times, sample_noise
+from vla_ros.runtime.policy.flow import sample_noise
+from vla_ros.runtime.policy.guidance import Guidance, guided_solve, guided_support, inpaint_solve
 from vla_ros.runtime.policy.pipeline import ExitPipeline, ModelInputs
 from vla_ros.runtime.policy.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
 
@@ -50,8 +51,11 @@ class PolicyConfig:
     truncated: bool = True  # early exit on flow heads: A1's truncated flow matching
     truncated_steps: int | None = None
     seed: int | None = 0  # noise seed; None draws from entropy
+    rtc_beta: float = 5.0  # RTC's guidance weight clip (kinetix's default; LeRobot uses 10)
 
     def __post_init__(self) -> None:
+        if not self.rtc_beta >= 0:
+            raise ValueError(f'rtc_beta must be >= 0, got {self.rtc_beta}')
         if self.mode not in MODES:
             raise ValueError(f'policy mode {self.mode!r} is not one of {MODES}')
         if self.mode == 'fixed' and self.exit_layer is None:
@@ -141,9 +145,11 @@ class Policy:
     # --- inference ---------------------------------------------------------------------------
 
     def infer(self, obs: Observation, deadline_s: float | None = None,
-              prefix: tuple[np.ndarray, np.ndarray] | None = None) -> ActionChunk:
-        """One chunk for one observation. `prefix` = (actions (H, A) in the robot's space,
-        weights (H,)) enables RTC inpainting on flow heads."""
+              prefix: Guidance | tuple[np.ndarray, np.ndarray] | None = None) -> ActionChunk:
+        """One chunk for one observation. `prefix` (a Guidance, or (actions (H, A) in the
+        robot's space, weights (H,)) for inpainting) steers flow heads toward the executing
+        plan. Guided RTC on a package without the VJP graph is a ValueError saying what to
+        do."""
         t0 = time.perf_counter()
         inputs = self.prepare(obs)
         t_pre = (time.perf_counter() - t0) * 1000.0
@@ -217,23 +223,26 @@ class Policy:
     def _action(self, run, x0, steps, guide) -> np.ndarray:
         if guide is None or self.m.flow is None:
             return run.action(x0, steps)
-        # RTC inpainting: before every Euler step, the known prefix, carried along the
-        # straight path from x0 to flow time t, replaces the sample where its weight is 1.
-        known, w = guide[0], guide[1][:, None]
-        noise_at = self.m.flow.noise_at
-        dt = (1 - 2 * noise_at) / steps
-        x0 = np.asarray(x0, np.float32)
-        x = x0
-        for t in euler_times(noise_at, steps):
-            tau = t if noise_at == 0 else 1.0 - t  # progress toward the data
-            x = w * ((1 - tau) * x0 + tau * known) + (1 - w) * x
-            x = run.euler_step(x, t, dt)
-        return (w * known + (1 - w) * x).astype(np.float32)
+        known, w, method = guide
+        if method == 'guided':
+            # The error is taken on the robot's action dims only, not on padding.
+            wa = np.zeros_like(known)
+            wa[:, :self.m.action.dim] = w[:, None]
+            return guided_solve(run, x0, steps, known, wa, self.m.flow.noise_at,
+                                self.config.rtc_beta)
+        return inpaint_solve(run, x0, steps, known, w[:, None], self.m.flow.noise_at)
 
     def _guidance(self, prefix, obs):
-        actions, weights = prefix
-        known = self.action_norm.normalize(self._from_robot(np.asarray(actions), obs.state))
-        return known.astype(np.float32), np.asarray(weights, np.float32)
+        if not isinstance(prefix, Guidance):
+            prefix = Guidance(np.asarray(prefix[0]), np.asarray(prefix[1]), 'inpaint')
+        if prefix.method == 'guided':
+            reason = guided_support(self.m)
+            if reason:
+                raise ValueError(reason)
+        known = self.action_norm.normalize(self._from_robot(np.asarray(prefix.actions),
+                                                            obs.state))
+        return (known.astype(np.float32), np.asarray(prefix.weights, np.float32),
+                prefix.method)
 
     def _learn(self, k: int, seg_ms: float, head_ms: float | None) -> None:
         # Exponential moving average; the first sample sets it (cold start excluded by the

@@ -25,6 +25,7 @@ import numpy as np
 from vla_ros.runtime.chunking.action_queue import ActionQueue, MergeReport
 from vla_ros.runtime.chunking.chunk import ActionChunk
 from vla_ros.runtime.chunking.scheduling import LatencyEstimator, RequestPolicy
+from vla_ros.runtime.policy.guidance import Guidance
 from vla_ros.runtime.policy.policy import Observation, Policy  # or a PolicyProcess
 
 log = logging.getLogger('vla_ros.worker')
@@ -178,10 +179,11 @@ class InferenceWorker:
         policy = self.policy
         m = policy.m
         prefix = None
-        if self.rtc_prefix and m.flow is not None:
+        method = self.queue.strategy.guidance  # rtc_inpaint / rtc_guided ask for a prefix
+        if (self.rtc_prefix or method) and m.flow is not None:
             g = self.queue.guidance_prefix(obs.stamp_s, m.action.dt_s, m.action.chunk_len)
             if g is not None:
-                prefix = self._prefix_weights(g, m)
+                prefix = self._prefix_weights(g, m, method or 'inpaint')
         deadline = (time.monotonic() + self.deadline_ms / 1000.0
                     if self.deadline_ms is not None else None)
         try:
@@ -240,11 +242,11 @@ class InferenceWorker:
         log.warning('inference process restarted after %d attempt(s): %s', n,
                     policy.describe())
 
-    def _prefix_weights(self, guidance, m) -> tuple[np.ndarray, np.ndarray]:
+    def _prefix_weights(self, guidance, m, method: str) -> Guidance:
         from vla_ros.runtime.chunking.merge import rtc_prefix_weights
 
         prefix, covered = guidance
         d = self.latency.delay_steps(m.action.dt_s)
         w = rtc_prefix_weights(np.arange(m.action.chunk_len), d, m.action.chunk_len,
                                max(m.action.chunk_len // 2, d))
-        return prefix, np.where(covered, w, 0.0)
+        return Guidance(prefix, np.where(covered, w, 0.0), method, d)
