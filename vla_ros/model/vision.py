@@ -76,7 +76,7 @@ class PrismaticEncoder(nn.Module):
         self.fused_featurizer = SiglipVisionModel(SiglipVisionConfig(
             hidden_size=cfg.siglip_hidden_size, intermediate_size=cfg.siglip_intermediate_size,
             num_hidden_layers=cfg.siglip_num_layers, num_attention_heads=cfg.siglip_num_heads,
-            image_size=cfg.image_size, patch_size=cfg.patch_size))
+            image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_act=cfg.siglip_act))
         width = cfg.hidden_size + cfg.siglip_hidden_size
         inner = cfg.projector_hidden or (4 * width if three_layer_projector else lm_width)
         self.projector = nn.Module()

@@ -36,7 +36,12 @@ from vla_ros.runtime.package.loader import ModelPackage
 from vla_ros.runtime.policy.early_exit import METRICS, discrepancy
 from vla_ros.runtime.policy.flow import euler_times, sample_noise
 from vla_ros.runtime.policy.pipeline import ExitPipeline, ModelInputs
-from vla_ros.runtime.policy.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+from vla_ros.runtime.policy.preprocess import (
+    ImagePreprocessor,
+    PromptBuilder,
+    SpaceNormalizer,
+    postprocess_gripper,
+)
 
 MODES = ('full', 'fixed', 'early_exit')
 
@@ -250,7 +255,7 @@ class Policy:
             state = np.asarray(state, np.float64)
             for ai, si in self._delta_map:
                 out[:, ai] += state[si]
-        return out
+        return postprocess_gripper(out, self.m.action.gripper)
 
     def _from_robot(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         out = np.array(actions, np.float64)
