@@ -33,7 +33,8 @@ IGNORE_MISSING = ('vision.featurizer.embeddings.mask_token',)
 
 
 def _blocks(w: dict, prefix: str) -> int:
-    found = {int(m.group(1)) for k in w if (m := re.match(re.escape(prefix) + r'blocks\.(\d+)\.', k))}
+    pattern = re.compile(re.escape(prefix) + r'blocks\.(\d+)\.')
+    found = {int(m.group(1)) for k in w if (m := pattern.match(k))}
     if not found:
         raise ConvertError(f'no vision blocks under {prefix!r} in the checkpoint')
     return max(found) + 1

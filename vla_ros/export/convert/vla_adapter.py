@@ -43,7 +43,8 @@ PLATFORMS = {
     'aloha': (25, 0.04, None, None),
     'bridge': (5, 0.2, None, None),
 }
-DROPPED = ('language_model.lm_head.weight', 'head.action_head.model.mlp_resnet_blocks.*.film_gen.*')
+DROPPED = ('language_model.lm_head.weight',  # tied to embed_tokens
+           'head.action_head.model.mlp_resnet_blocks.*.film_gen.*')  # unused by the forward
 EXAMPLE = 'pick up the black bowl and place it on the plate'
 
 

@@ -289,6 +289,12 @@ class Manifest:
                 del g['layers']
         if out['flow'] is None:
             del out['flow']
+        if out['action']['gripper'] is None:
+            del out['action']['gripper']
+        for cam in out['cameras']:
+            for norm in cam['norms']:
+                if norm['fill'] is None:
+                    del norm['fill']
         return out
 
     def with_threshold_sets(self, sets: tuple[ThresholdSet, ...],
