@@ -31,7 +31,7 @@ import numpy as np
 
 from vla_ros.export.convert import ConvertError
 from vla_ros.export.convert import prismatic as pm
-from vla_ros.export.convert.keys import KeyMap, find_one
+from vla_ros.export.convert.keys import KeyMap, Tensors, find_one
 
 TEMPLATE = 'In: What action should the robot take to {instruction}?\nOut: '
 N_BINS = 256
@@ -106,7 +106,7 @@ def convert(src: Path, out: Path, progress: bool = True) -> None:
     pad_id = tokenizer.token_to_id('<|pad|>')
     eos_id = tokenizer.token_to_id('<|endoftext|>')
     unnorm_key, stats = pm.read_stats(src / 'dataset_statistics.json')
-    w = _load(_checkpoint(src))
+    w = Tensors(_load(_checkpoint(src)))
 
     llm = {**QWEN2_05B, **config.get('llm_config', {})}
     pre = 'llm_backbone.llm.model.'

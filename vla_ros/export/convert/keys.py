@@ -72,6 +72,14 @@ def load_pt_state_dict(path: Path, prefix: str = '', strip: Iterable[str] = ('mo
     return out
 
 
+class Tensors(dict):
+    """Upstream tensors by key; a missing key is a ConvertError naming it (converters read
+    shapes from the tensors before mapping them)."""
+
+    def __missing__(self, key: str):
+        raise ConvertError(f'upstream tensor {key!r} is missing from the checkpoint')
+
+
 def find_one(src: Path, patterns: Iterable[str], what: str) -> Path:
     """The single file in `src` matching one of `patterns` (glob), else a clear error."""
     hits = sorted({p for pat in patterns for p in src.glob(pat)})

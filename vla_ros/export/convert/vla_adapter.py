@@ -26,7 +26,13 @@ from pathlib import Path
 
 from vla_ros.export.convert import ConvertError
 from vla_ros.export.convert import prismatic as pm
-from vla_ros.export.convert.keys import KeyMap, find_one, load_pt_state_dict, load_safetensors
+from vla_ros.export.convert.keys import (
+    KeyMap,
+    Tensors,
+    find_one,
+    load_pt_state_dict,
+    load_safetensors,
+)
 
 QWEN_TEMPLATE = ('<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful '
                  'assistant.<|im_end|>\n<|im_start|>user\nWhat action should the robot take to '
@@ -90,7 +96,7 @@ def convert(src: Path, out: Path, progress: bool = True) -> None:
         raise ConvertError(f'{tok_path} is missing (the checkpoint\'s tokenizer)')
     tokenizer = Tokenizer.from_file(str(tok_path))
     unnorm_key, stats = pm.read_stats(src / 'dataset_statistics.json')
-    w = _weights(src, progress)
+    w = Tensors(_weights(src, progress))
     if 'head.proprio_projector.fc1.weight' not in w:
         raise ConvertError(f'{src}: no proprio_projector--*checkpoint.pt; this converter '
                            'serves VLA-Adapter with proprio (its published checkpoints)')
