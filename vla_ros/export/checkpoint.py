@@ -11,13 +11,13 @@ export, benchmarks and the torch reference backend all start from one format.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from vla_ros.export.exporter import ExportSpec
-from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
+from vla_ros.model.config import VLAConfig
 from vla_ros.model.vla import VLA
 from vla_ros.runtime.package.manifest import Normalization
 
@@ -40,7 +40,8 @@ def save_checkpoint(directory: str | Path, model: VLA, spec: ExportSpec, tokeniz
 
 def _norm(data: dict) -> Normalization:
     return Normalization(kind=data['kind'], stats={k: tuple(v) for k, v in data['stats'].items()},
-                         clip=data.get('clip', False))
+                         clip=data.get('clip', False), mask=tuple(data.get('mask', ())),
+                         eps=data.get('eps', 1e-8))
 
 
 def load_checkpoint(directory: str | Path) -> tuple[VLA, ExportSpec, object]:
@@ -71,48 +72,13 @@ def load_checkpoint(directory: str | Path) -> tuple[VLA, ExportSpec, object]:
 
 
 def random_init(preset: str, seed: int = 0) -> tuple[VLA, ExportSpec, object]:
-    """A model of a preset shape with random weights (for benchmarks of the full size)."""
+    """A model of a preset shape (presets.py) with random weights."""
+    from vla_ros.export.presets import PRESETS
     from vla_ros.export.tokenizer import word_tokenizer
 
-    presets = {
-        # Evo-1 as published: InternViT-300M at 448 px, 14 Qwen2.5-0.5B layers, 8-block DiT,
-        # H = 50, A = 24, 3 views; the prompt pads to 1024 tokens like Evo-1's.
-        'evo1-full': replace(VLAConfig.evo1(), text_len=256,
-                             exit_layers=(1, 3, 5, 7, 9, 11, 13)),
-        # A mid-size Evo-1 shape (~60 M parameters) that runs in well under a second on a
-        # 2-core CPU: the package for CPU benchmarks.
-        'evo1-mid': VLAConfig(
-            family='evo1',
-            lm=LMConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
-                        intermediate_size=1408, vocab_size=32000),
-            vision=VisionConfig('internvit', image_size=224, patch_size=14, hidden_size=384,
-                                num_layers=6, num_heads=6, intermediate_size=1536),
-            head=HeadConfig(type='flow_dit', num_layers=4, num_heads=8, intermediate_size=2048,
-                            state_hidden=512),
-            cameras=('scene', 'wrist'), state_dim=8, action_dim=8, chunk_len=20, text_len=64,
-            exit_layers=(1, 3, 5, 7)),
-        # A few-hundred-thousand-parameter Evo-1 with Evo-1's chunk (H = 20 here) and 8-wide
-        # actions: a flow head fast enough to sample thousands of chunks on a CPU (vla-ros
-        # bench queue --flow-package).
-        'evo1-small': VLAConfig.tiny('evo1', state_dim=8, action_dim=8, chunk_len=20),
-        # A mid-size A1 shape (~100 M parameters): Molmo-style CLIP vision, a bidirectional
-        # 12-layer decoder, and the flow expert that reads each layer's keys and values, so
-        # both the backbone and the expert get cheaper at earlier exits.
-        'a1-mid': VLAConfig(
-            family='a1',
-            lm=LMConfig(hidden_size=768, num_layers=12, num_heads=12, num_kv_heads=4,
-                        intermediate_size=2048, vocab_size=32000, causal=False),
-            vision=VisionConfig('molmo_clip', image_size=224, patch_size=14, hidden_size=256,
-                                num_layers=4, num_heads=4, intermediate_size=1024,
-                                feature_layers=(-2, -3)),
-            head=HeadConfig(type='flow_expert', hidden_size=512, num_heads=8,
-                            intermediate_size=1024),
-            cameras=('scene', 'wrist'), state_dim=8, action_dim=8, chunk_len=10, text_len=32,
-            exit_layers=(1, 3, 5, 7, 9, 11)),
-    }
-    if preset not in presets:
-        raise ValueError(f'unknown preset {preset!r}; presets: {sorted(presets)}')
-    cfg = presets[preset]
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}; presets: {sorted(PRESETS)}')
+    cfg = PRESETS[preset]
     torch.manual_seed(seed)
     model = VLA(cfg).eval()
     names = tuple(f'joint{i}' for i in range(1, 7)) + ('gripper',)

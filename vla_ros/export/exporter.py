@@ -31,6 +31,7 @@ from vla_ros.runtime.package.manifest import (
     FlowSpec,
     GraphFile,
     GraphSpec,
+    GripperSpec,
     HeadSpec,
     Manifest,
     Normalization,
@@ -71,14 +72,29 @@ class ExportSpec:
     # rtc_guided needs; it repeats the step's weights, so it is asked for.
     rtc_vjp: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Upstream conventions of a converted checkpoint (defaults: our own models'):
+    camera: dict[str, Any] = field(default_factory=dict)  # CameraSpec fields for every view
+    lowercase: bool = False  # the instruction is lower-cased before the template
+    gripper: dict[str, Any] | None = None  # GripperSpec fields (post-processing)
 
 
-def camera_specs(cfg: VLAConfig) -> tuple[CameraSpec, ...]:
+def camera_specs(cfg: VLAConfig, overrides: dict[str, Any] | None = None
+                 ) -> tuple[CameraSpec, ...]:
+    """One slot per camera; `overrides` (ExportSpec.camera) replaces CameraSpec fields, with
+    `norms` and `steps` given as lists of dicts (JSON, as the checkpoint stores them)."""
     norms = {'internvit': (IMAGENET,), 'prismatic': (IMAGENET, SIGLIP),
              'molmo_clip': (OPENAI_CLIP,)}[cfg.vision.kind]
     size = cfg.vision.image_size
-    return tuple(CameraSpec(name=c, height=size, width=size, channel_order='rgb',
-                            resize='bicubic', norms=norms) for c in cfg.cameras)
+    extra = dict(overrides or {})
+    if 'norms' in extra:
+        extra['norms'] = tuple(ChannelNorm(tuple(n['mean']), tuple(n['std']),
+                                           tuple(n['fill']) if n.get('fill') else None)
+                               for n in extra['norms'])
+    if 'steps' in extra:
+        extra['steps'] = tuple(dict(st) for st in extra['steps'])
+    base = {'height': size, 'width': size, 'channel_order': 'rgb', 'resize': 'bicubic',
+            'norms': norms}
+    return tuple(CameraSpec(name=c, **{**base, **extra}) for c in cfg.cameras)
 
 
 def _flow_spec(cfg: VLAConfig, spec: ExportSpec) -> FlowSpec | None:
@@ -214,18 +230,23 @@ def build_manifest(model: VLA, spec: ExportSpec, graphs: tuple[GraphSpec, ...]) 
     head_cfg = {'chunk_len': cfg.chunk_len}
     if cfg.head.type == 'nar_tokens':
         head_cfg['num_bins'] = cfg.head.num_bins
+        head_cfg['bin_scheme'] = cfg.head.bin_scheme
+        # The token fed at every action position (the single-pass decode's input there).
+        head_cfg['action_input_id'] = cfg.action_token_id
     provenance = {'vla_config': cfg.to_dict(), **spec.provenance}
     return Manifest(
         name=spec.name, family=cfg.family, head=HeadSpec(cfg.head.type, head_cfg),
-        cameras=camera_specs(cfg),
+        cameras=camera_specs(cfg, spec.camera),
         state=SpaceSpec(names=spec.state_names, model_dim=cfg.state_dim,
                         normalization=spec.state_norm),
         action=ActionSpec(names=spec.action_names, model_dim=cfg.action_dim,
                           normalization=spec.action_norm, chunk_len=cfg.chunk_len,
-                          dt_s=spec.dt_s, mode=spec.action_mode),
+                          dt_s=spec.dt_s, mode=spec.action_mode,
+                          gripper=GripperSpec(**spec.gripper) if spec.gripper else None),
         prompt=PromptSpec(tokenizer_file='tokenizer.json', template=spec.template,
                           max_length=cfg.text_len, pad_id=cfg.pad_id,
-                          layout=model.layout.items),
+                          lowercase=spec.lowercase, layout=model.layout.items,
+                          padding_side=cfg.text_padding),
         exits=ExitSpec(num_layers=cfg.lm.num_layers, layers=cfg.exits),
         flow=_flow_spec(cfg, spec), graphs=graphs, embodiment=dict(spec.embodiment),
         provenance=json.loads(json.dumps(provenance)))

@@ -68,7 +68,7 @@ class _Segment(nn.Module):
         if self.extras == 'kv':
             return (h, *[t for kv in kvs for t in kv])
         if self.extras == 'feat':
-            return (h, *[o[:, self.positions] for o in outputs])
+            return (h, *self.m.bridge_features(outputs, self.start, self.positions))
         return h
 
 
@@ -133,8 +133,7 @@ class _TokenHead(nn.Module):
     def __init__(self, m: VLA) -> None:
         super().__init__()
         self.m = m
-        span = m.layout.actions
-        self.start, self.end = span.start, span.end
+        self.start, self.end = m.action_positions()
 
     def forward(self, hidden):
         act = self.m.decoder.norm(hidden)[:, self.start:self.end]

@@ -18,6 +18,9 @@ FAMILY_HEADS = {
     'edgevla': ('nar_tokens',),
 }
 VISION_KINDS = ('internvit', 'prismatic', 'molmo_clip')
+GELU_KINDS = ('gelu_pytorch_tanh', 'gelu')
+BIN_SCHEMES = ('centers', 'openvla')
+TEXT_PADDING = ('right', 'left')
 
 
 def _check(cond: bool, cls: str, name: str, value: Any, allowed: str) -> None:
@@ -77,6 +80,9 @@ class VisionConfig:
     downsample_ratio: float = 0.5  # internvit pixel shuffle: 1024 patches -> 256 tokens
     feature_layers: tuple[int, ...] = (-1,)  # hidden-state indices used (molmo: (-2, -9))
     projector_hidden: int = 0  # 0: use the LM width
+    # SigLIP MLP activation: transformers' default is the tanh approximation; timm's SigLIP
+    # (VLA-Adapter, EdgeVLA) uses nn.GELU, the exact erf form ('gelu').
+    siglip_act: str = 'gelu_pytorch_tanh'
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -87,6 +93,8 @@ class VisionConfig:
                'must divide hidden_size')
         _check(len(self.feature_layers) >= 1, n, 'feature_layers', self.feature_layers,
                'needs at least one layer')
+        _check(self.siglip_act in GELU_KINDS, n, 'siglip_act', self.siglip_act,
+               f'one of {GELU_KINDS}')
         if self.kind == 'internvit':
             side = self.image_size // self.patch_size
             _check((side * self.downsample_ratio) % 1 == 0, n, 'downsample_ratio',
@@ -122,6 +130,23 @@ class HeadConfig:
     pro: bool = True  # VLA-Adapter-Pro blocks (separate K/V, RoPE); False: the original blocks
     num_bins: int = 256  # EdgeVLA action bins on [-1, 1]
     resnet_blocks: int = 2  # A1's MLPResNet output / regression head
+    # Upstream conventions a converted checkpoint needs (defaults: our own models' behaviour).
+    # feature_shift: the head reads positions this many tokens left of its spans. 1 =
+    # VLA-Adapter's index math (task = the token before the first patch + all patches but the
+    # last; queries = the last prompt token + all queries but the last) and EdgeVLA's causal-LM
+    # shift (action j is read at the position before action token j).
+    feature_shift: int = 0
+    norm_last_features: bool = False  # bridge: the last block reads the final-normed state
+    bf16_features: bool = False  # bridge: round the query features and proprio input to bf16
+    # centers: num_bins uniform bins, value = the bin's centre; openvla: num_bins - 1 centres
+    # of linspace(-1, 1, num_bins), the arg-max index clipped to num_bins - 2 (EdgeVLA).
+    bin_scheme: str = 'centers'
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        _check(self.feature_shift in (0, 1), n, 'feature_shift', self.feature_shift, '0 or 1')
+        _check(self.bin_scheme in BIN_SCHEMES, n, 'bin_scheme', self.bin_scheme,
+               f'one of {BIN_SCHEMES}')
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,9 @@ class VLAConfig:
     chunk_len: int = 50  # H
     text_len: int = 32  # instruction tokens, padded
     exit_layers: tuple[int, ...] = ()  # () = every layer's output is an exit
+    # Where the instruction's padding goes inside its span; 'left' keeps the last prompt token
+    # right before the query / action span (upstream reads it there, see feature_shift).
+    text_padding: str = 'right'
     # Token ids of the placeholders the prompt layout uses (set by the tokenizer).
     pad_id: int = 0
     bos_id: int = 2
@@ -151,6 +179,8 @@ class VLAConfig:
                f'one of {list(FAMILY_HEADS)}')
         _check(self.head.type in FAMILY_HEADS[self.family], n, 'head.type', self.head.type,
                f'{self.family} supports {FAMILY_HEADS[self.family]}')
+        _check(self.text_padding in TEXT_PADDING, n, 'text_padding', self.text_padding,
+               f'one of {TEXT_PADDING}')
         for name in ('state_dim', 'action_dim', 'chunk_len', 'text_len'):
             _check(getattr(self, name) >= 1, n, name, getattr(self, name), 'must be >= 1')
         _check(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras), n,

@@ -76,7 +76,7 @@ class PrismaticEncoder(nn.Module):
         self.fused_featurizer = SiglipVisionModel(SiglipVisionConfig(
             hidden_size=cfg.siglip_hidden_size, intermediate_size=cfg.siglip_intermediate_size,
             num_hidden_layers=cfg.siglip_num_layers, num_attention_heads=cfg.siglip_num_heads,
-            image_size=cfg.image_size, patch_size=cfg.patch_size))
+            image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_act=cfg.siglip_act))
         width = cfg.hidden_size + cfg.siglip_hidden_size
         inner = cfg.projector_hidden or (4 * width if three_layer_projector else lm_width)
         self.projector = nn.Module()
@@ -85,13 +85,19 @@ class PrismaticEncoder(nn.Module):
         self.projector.fc3 = nn.Linear(lm_width, lm_width) if three_layer_projector else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, 6, H, W) -> (N, T, D)
+        return self.project(self.features(pixels))
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 6, H, W) -> (N, T, D_dino + D_siglip), before the projector."""
         layer = self.cfg.feature_layers[0]
         dino = self.featurizer(pixel_values=pixels[:, :3], output_hidden_states=True)
         prefix = 1 + self.cfg.num_register_tokens  # CLS + registers
         d = dino.hidden_states[layer][:, prefix:]
         s = self.fused_featurizer(pixel_values=pixels[:, 3:6],
                                   output_hidden_states=True).hidden_states[layer]
-        x = torch.cat([d, s], dim=-1)
+        return torch.cat([d, s], dim=-1)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         p = self.projector
         x = p.fc2(F.gelu(p.fc1(x)))
         return p.fc3(F.gelu(x)) if p.fc3 is not None else x

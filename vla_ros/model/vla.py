@@ -149,11 +149,29 @@ class VLA(nn.Module):
 
     def feature_positions(self) -> torch.Tensor:
         """VLA-Adapter: positions read per layer: the visual ("task") tokens, then the
-        action queries."""
-        lay = self.layout
-        idx = [i for s in lay.images for i in range(s.start, s.end)]
-        idx += list(range(lay.queries.start, lay.queries.end))
+        action queries, both shifted left by `head.feature_shift` (upstream's index math)."""
+        lay, shift = self.layout, self.cfg.head.feature_shift
+        idx = [i - shift for s in lay.images for i in range(s.start, s.end)]
+        idx += list(range(lay.queries.start - shift, lay.queries.end - shift))
         return torch.tensor(idx, dtype=torch.long)
+
+    def action_positions(self) -> tuple[int, int]:
+        """[start, end) of the hidden states a token head reads."""
+        span, shift = self.layout.actions, self.cfg.head.feature_shift
+        return span.start - shift, span.end - shift
+
+    def bridge_features(self, outputs: list[torch.Tensor], start: int,
+                        positions: torch.Tensor) -> list[torch.Tensor]:
+        """The states the bridge blocks read from layers start, start+1, ...: raw layer
+        outputs, except that with `head.norm_last_features` the last layer's is final-normed
+        (upstream reads `hidden_states[-1]`, which transformers returns after the norm)."""
+        last = self.cfg.lm.num_layers - 1
+        feats = []
+        for i, o in enumerate(outputs):
+            if self.cfg.head.norm_last_features and start + i == last:
+                o = self.decoder.norm(o)
+            feats.append(o[:, positions])
+        return feats
 
     # --- reference forward ----------------------------------------------------------------
 
@@ -177,8 +195,7 @@ class VLA(nn.Module):
         for exit_layer in exits:
             h, outputs, seg_kv = self.segment(h, key_mask, start, exit_layer + 1)
             if isinstance(head, BridgeHead):
-                pos = self.feature_positions()
-                feats = [o[:, pos] for o in outputs]
+                feats = self.bridge_features(outputs, start, self.feature_positions())
                 bridge_x = head.run_blocks(bridge_x, proprio, feats, start)
                 out[exit_layer] = head.out(bridge_x)
             elif isinstance(head, FlowExpertHead):
@@ -200,7 +217,8 @@ class VLA(nn.Module):
 
                 out[exit_layer] = euler_integrate(velocity, x0, noise_at=0, num_steps=num_steps)
             else:
-                act = self.decoder.norm(h)[:, self.layout.actions.start:self.layout.actions.end]
+                a0, a1 = self.action_positions()
+                act = self.decoder.norm(h)[:, a0:a1]
                 if isinstance(head, RegressionHead):
                     out[exit_layer] = head(act)
                 else:
@@ -222,9 +240,11 @@ class VLA(nn.Module):
         for item in lay.items:
             if item['kind'] == 'text':
                 n_text = cfg.text_len // 2 + 1
-                ids[:, pos:pos + n_text] = torch.randint(8, cfg.lm.vocab_size, (batch, n_text),
-                                                         generator=g)
-                mask[:, pos + n_text:pos + cfg.text_len] = 0
+                t0 = pos + (cfg.text_len - n_text if cfg.text_padding == 'left' else 0)
+                ids[:, t0:t0 + n_text] = torch.randint(8, cfg.lm.vocab_size, (batch, n_text),
+                                                       generator=g)
+                mask[:, pos:pos + cfg.text_len] = 0
+                mask[:, t0:t0 + n_text] = 1
                 pos += cfg.text_len
             elif item['kind'] == 'image':
                 ids[:, pos:pos + item['count']] = item['id']

@@ -72,6 +72,14 @@ def load_pt_state_dict(path: Path, prefix: str = '', strip: Iterable[str] = ('mo
     return out
 
 
+class Tensors(dict):
+    """Upstream tensors by key; a missing key is a ConvertError naming it (converters read
+    shapes from the tensors before mapping them)."""
+
+    def __missing__(self, key: str):
+        raise ConvertError(f'upstream tensor {key!r} is missing from the checkpoint')
+
+
 def find_one(src: Path, patterns: Iterable[str], what: str) -> Path:
     """The single file in `src` matching one of `patterns` (glob), else a clear error."""
     hits = sorted({p for pat in patterns for p in src.glob(pat)})
@@ -90,6 +98,9 @@ class KeyMap:
         self.used: set[str] = set()
         self.state: dict[str, torch.Tensor] = {}
 
+    def is_dropped(self, key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, p) for p in self.dropped)
+
     def get(self, key: str) -> torch.Tensor:
         if key not in self.upstream:
             raise ConvertError(f'upstream tensor {key!r} is missing from the checkpoint')
@@ -107,8 +118,10 @@ class KeyMap:
         self.put(ours, transform(t) if transform else t)
 
     def take_prefix(self, upstream_prefix: str, our_prefix: str) -> int:
-        """Every upstream key under `upstream_prefix` renamed to `our_prefix` (not yet used)."""
-        keys = [k for k in self.upstream if k.startswith(upstream_prefix) and k not in self.used]
+        """Every upstream key under `upstream_prefix` renamed to `our_prefix` (not yet used and
+        not on the dropped list)."""
+        keys = [k for k in self.upstream if k.startswith(upstream_prefix) and k not in self.used
+                and not self.is_dropped(k)]
         for k in keys:
             self.take(k, our_prefix + k[len(upstream_prefix):])
         return len(keys)
@@ -117,8 +130,7 @@ class KeyMap:
                ignore_missing: Iterable[str] = ()) -> dict[str, torch.Tensor]:
         """Checks the mapping against our model's state dict (`expected`: name -> tensor of
         the right shape); returns the state dict to load, cast to the expected dtypes."""
-        left = [k for k in self.upstream if k not in self.used
-                and not any(fnmatch.fnmatchcase(k, p) for p in self.dropped)]
+        left = [k for k in self.upstream if k not in self.used and not self.is_dropped(k)]
         if left:
             raise ConvertError(f'{len(left)} upstream tensors are neither mapped nor on the '
                                f'dropped list, e.g. {left[:5]}')

@@ -106,11 +106,20 @@ class BridgePolicy(nn.Module):
         return self.fc2(self.layer_norm2(x))
 
 
+def bf16_round(x: torch.Tensor) -> torch.Tensor:
+    """x rounded to the nearest bfloat16 value, kept in x's dtype (upstream's `.to(bf16)`
+    casts, reproduced inside an fp32 graph)."""
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
 class BridgeHead(nn.Module):
     def __init__(self, cfg: VLAConfig) -> None:
         super().__init__()
         d = cfg.lm.hidden_size
         self.num_queries = cfg.head.num_action_queries
+        # Upstream casts the ActionQuery features and the normalized proprio to bfloat16
+        # (modeling_prismatic.py predict_action, hard-coded).
+        self.bf16 = cfg.head.bf16_features
         self.proprio_projector = nn.Module()
         self.proprio_projector.fc1 = nn.Linear(cfg.state_dim, d)
         self.proprio_projector.fc2 = nn.Linear(d, d)
@@ -123,6 +132,7 @@ class BridgeHead(nn.Module):
 
     def embed(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.proprio_projector
+        state = bf16_round(state) if self.bf16 else state
         proprio = p.fc2(F.gelu(p.fc1(state)))[:, None, :]
         return self.policy.start(state.shape[0]), proprio
 
@@ -132,6 +142,7 @@ class BridgeHead(nn.Module):
         for offset, feat in enumerate(features):
             block = self.policy.mlp_resnet_blocks[start + offset]
             task, queries = feat[:, :-self.num_queries], feat[:, -self.num_queries:]
+            queries = bf16_round(queries) if self.bf16 else queries
             x = block(x, task, queries, proprio)
         return x
 

@@ -34,7 +34,20 @@ OPTIONAL_ROLES = ('head_step_vjp',)
 LAYERED_ROLES = ('segment', 'head_segment')  # graphs that run a range of layers
 PRECISIONS = ('fp32', 'fp16')
 DTYPES = ('float32', 'float16', 'int64', 'int32', 'bool', 'uint8')
-RESIZE_MODES = ('bicubic', 'bilinear', 'area', 'lanczos', 'nearest')
+# cv2 interpolations, then PIL's (antialiased when shrinking; torchvision's Resize on a PIL
+# image), then TensorFlow's scale_and_translate with antialias (tf.image.resize).
+RESIZE_MODES = ('bicubic', 'bilinear', 'area', 'lanczos', 'nearest',
+                'pil_bicubic', 'pil_bilinear', 'pil_lanczos', 'tf_lanczos3')
+# Image steps before the final resize (CameraSpec.steps), with their parameters:
+#   jpeg         {quality}: encode (libjpeg, 4:2:0) and decode with the fast integer IDCT, as
+#                tf.image.encode_jpeg + tf.io.decode_image do (VLA-Adapter's eval resize)
+#   resize       {height, width, method (a RESIZE_MODE)}, result rounded to uint8
+#   center_crop  {area, method: 'tf_bilinear'}: the centred box of `area` (fraction), resized
+#                back to the input size as tf.image.crop_and_resize, saturating to uint8
+IMAGE_STEPS = {'jpeg': ('quality',), 'resize': ('height', 'width', 'method'),
+               'center_crop': ('area', 'method')}
+MISSING_VIEW = ('zeros', 'black')  # fill for an absent optional view, in the model's space
+PADDING_SIDES = ('right', 'left')
 NORM_KINDS = {
     # kind -> statistics it needs
     'identity': (),
@@ -53,6 +66,9 @@ class ChannelNorm:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Letterbox fill (RGB, 0-255) of this stream when the camera letterboxes (EdgeVLA pads
+    # with each backbone's mean colour); None: the rounded mean.
+    fill: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,10 @@ class CameraSpec:
     crop_scale: float = 1.0  # center crop of this area fraction before resizing (1 = none)
     # Several streams stack along channels (Prismatic DINOv2 + SigLIP: 6 channels per view).
     norms: tuple[ChannelNorm, ...] = ()
-    required: bool = True  # a missing optional view is zero-filled and masked (Evo-1)
+    required: bool = True  # a missing optional view is filled and masked (Evo-1)
+    steps: tuple[dict[str, Any], ...] = ()  # IMAGE_STEPS applied in order before the resize
+    letterbox: bool = False  # pad to a square (each stream's fill) before the final resize
+    missing: str = 'zeros'  # MISSING_VIEW: zeros, or a black image normalized per stream
 
     @property
     def channels(self) -> int:
@@ -81,6 +100,10 @@ class Normalization:
     kind: str = 'identity'
     stats: dict[str, tuple[float, ...]] = field(default_factory=dict)
     clip: bool = False  # clamp normalized values to [-1, 1] (Evo-1 clamps state)
+    # Per named entry: False leaves it un-normalized both ways (OpenVLA's `mask`: the
+    # gripper of VLA-Adapter / EdgeVLA actions). () = every entry is normalized.
+    mask: tuple[bool, ...] = ()
+    eps: float = 1e-8  # added to (hi - lo) by the bounds kinds (EdgeVLA un-normalizes with 0)
 
 
 @dataclass(frozen=True)
@@ -97,10 +120,23 @@ class SpaceSpec:
 
 
 @dataclass(frozen=True)
+class GripperSpec:
+    """Post-processing of the gripper entry after de-normalization, in this order: rescale
+    [0, 1] -> [-1, 1], binarize (sign), invert (negate); VLA-Adapter's LIBERO client applies
+    all three (run_libero_eval.py)."""
+
+    index: int
+    rescale: bool = False
+    binarize: bool = False
+    invert: bool = False
+
+
+@dataclass(frozen=True)
 class ActionSpec(SpaceSpec):
     chunk_len: int = 1  # H: actions per chunk
     dt_s: float = 0.1  # time between consecutive actions of a chunk, as trained
     mode: str = 'absolute'  # absolute targets, or deltas from the state at observation time
+    gripper: GripperSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -117,8 +153,11 @@ class PromptSpec:
     template: str = '{instruction}'  # must contain {instruction}
     max_length: int = 64
     pad_id: int = 0
-    lowercase: bool = False
+    lowercase: bool = False  # the instruction only (VLA-Adapter, EdgeVLA: task.lower())
     layout: tuple[dict[str, Any], ...] = ({'kind': 'text'},)
+    # 'left' pads before the instruction so its last token sits right before what follows
+    # (the positions skip padding, so the model sees the unpadded sequence either way).
+    padding_side: str = 'right'
 
     @property
     def sequence_length(self) -> int:
@@ -253,6 +292,12 @@ class Manifest:
                 del g['layers']
         if out['flow'] is None:
             del out['flow']
+        if out['action']['gripper'] is None:
+            del out['action']['gripper']
+        for cam in out['cameras']:
+            for norm in cam['norms']:
+                if norm['fill'] is None:
+                    del norm['fill']
         return out
 
     def with_threshold_sets(self, sets: tuple[ThresholdSet, ...],

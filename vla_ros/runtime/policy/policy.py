@@ -37,7 +37,12 @@ from vla_ros.runtime.policy.early_exit import METRICS, discrepancy
 from vla_ros.runtime.policy.flow import sample_noise
 from vla_ros.runtime.policy.guidance import Guidance, guided_solve, guided_support, inpaint_solve
 from vla_ros.runtime.policy.pipeline import ExitPipeline, ModelInputs
-from vla_ros.runtime.policy.preprocess import ImagePreprocessor, PromptBuilder, SpaceNormalizer
+from vla_ros.runtime.policy.preprocess import (
+    ImagePreprocessor,
+    PromptBuilder,
+    SpaceNormalizer,
+    postprocess_gripper,
+)
 
 MODES = ('full', 'fixed', 'early_exit')
 
@@ -259,7 +264,7 @@ class Policy:
             state = np.asarray(state, np.float64)
             for ai, si in self._delta_map:
                 out[:, ai] += state[si]
-        return out
+        return postprocess_gripper(out, self.m.action.gripper)
 
     def _from_robot(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         out = np.array(actions, np.float64)

@@ -1,12 +1,15 @@
 """Observation -> model inputs, as the package's manifest prescribes.
 
-Images: channel conversion from the ROS encoding, optional center crop, one cv2 resize, then
-every normalization stream as one fused multiply-add per channel ((x/255 - mean)/std =
+Images: channel conversion from the ROS encoding, the camera's upstream image steps (JPEG round
+trip, TF resize, centre crop: image_ops.py), optional center crop, one resize (cv2, or PIL /
+TensorFlow's where the checkpoint was trained on those), per-stream letterbox, then every
+normalization stream as one fused multiply-add per channel ((x/255 - mean)/std =
 x * 1/(255 std) - mean/std), written straight into a preallocated CHW buffer.
-State and actions: per-entry normalization of the named (unpadded) entries; padding is zeros.
+State and actions: per-entry normalization of the named (unpadded) entries, entries outside
+the mask left raw; padding is zeros. Actions: gripper post-processing after de-normalization.
 Prompt: the instruction through the template and tokenizer, laid out with the image, query and
 action placeholders; cached per instruction (instructions change rarely, images every cycle).
-Imports numpy, cv2 and tokenizers only.
+Imports numpy, cv2, tokenizers (and PIL / simplejpeg through image_ops).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vla_ros.runtime.package.manifest import CameraSpec, Normalization, PromptSpec, SpaceSpec
+from vla_ros.runtime.package.manifest import (
+    CameraSpec,
+    GripperSpec,
+    Normalization,
+    PromptSpec,
+    SpaceSpec,
+)
+from vla_ros.runtime.policy import image_ops
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8')
 _INTERP = {'bicubic': cv2.INTER_CUBIC, 'bilinear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA,
@@ -35,7 +45,7 @@ class ImagePreprocessor:
 
     def __init__(self, spec: CameraSpec) -> None:
         self.spec = spec
-        self.interp = _INTERP[spec.resize]
+        self.interp = _INTERP.get(spec.resize)
         std = np.array([n.std for n in spec.norms], np.float32)  # (streams, 3)
         mean = np.array([n.mean for n in spec.norms], np.float32)
         self.scale = (1.0 / (255.0 * std)).reshape(-1, 1, 1)  # (streams*3, 1, 1)
@@ -52,18 +62,35 @@ class ImagePreprocessor:
         if image.dtype != np.uint8 or not shape_ok or min(image.shape[:2]) < 2:
             raise ValueError(f'camera {self.spec.name!r}: expected a {encoding} uint8 image, got '
                              f'{image.dtype} {image.shape}')
-        image = self._crop(image)
-        image = cv2.resize(image, (self.spec.width, self.spec.height), interpolation=self.interp)
         conv = (_TO_RGB if self.spec.channel_order == 'rgb' else _TO_BGR)[encoding]
-        if conv is not None:
+        if conv is not None:  # per pixel, so it commutes with the resize
             image = cv2.cvtColor(image, conv)
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # (3, H, W)
+        image = apply_steps(image, self.spec.steps)
+        image = self._crop(image)
         out = np.empty((1, 3 * self.streams, self.spec.height, self.spec.width), np.float32)
+        if self.spec.letterbox:
+            for s, norm in enumerate(self.spec.norms):
+                fill = norm.fill or tuple(int(round(m * 255)) for m in norm.mean)
+                self._normalize(self._resize(image_ops.letterbox(image, fill)), s, out)
+            return out
+        chw = self._resize(image)
         for s in range(self.streams):
-            sl = slice(3 * s, 3 * s + 3)
-            np.multiply(chw, self.scale[sl], out=out[0, sl])
-            out[0, sl] += self.offset[sl]
+            self._normalize(chw, s, out)
         return out
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, height, width) float32."""
+        h, w = self.spec.height, self.spec.width
+        if image_ops.is_custom_resize(self.spec.resize):
+            image = image_ops.resize(image, h, w, self.spec.resize)
+        else:
+            image = cv2.resize(image, (w, h), interpolation=self.interp)
+        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+
+    def _normalize(self, chw: np.ndarray, s: int, out: np.ndarray) -> None:
+        sl = slice(3 * s, 3 * s + 3)
+        np.multiply(chw, self.scale[sl], out=out[0, sl])
+        out[0, sl] += self.offset[sl]
 
     def _crop(self, image: np.ndarray) -> np.ndarray:
         if self.spec.crop_scale >= 1.0:
@@ -75,8 +102,27 @@ class ImagePreprocessor:
         return image[top:top + ch, left:left + cw]
 
     def blank(self) -> np.ndarray:
-        """The input for a missing optional view (Evo-1 zero-fills it)."""
-        return np.zeros((1, 3 * self.streams, self.spec.height, self.spec.width), np.float32)
+        """The input for a missing optional view: zeros in the model's space, or (`missing`
+        = 'black') a black image normalized per stream, -mean/std (Evo-1's blank view)."""
+        out = np.zeros((1, 3 * self.streams, self.spec.height, self.spec.width), np.float32)
+        if self.spec.missing == 'black':
+            out += self.offset[None]
+        return out
+
+
+def apply_steps(image: np.ndarray, steps) -> np.ndarray:
+    """The camera's upstream image steps (manifest IMAGE_STEPS), in order, on uint8 RGB."""
+    for step in steps:
+        op = step['op']
+        if op == 'jpeg':
+            image = image_ops.jpeg_roundtrip(image, step['quality'])
+        elif op == 'resize':
+            h, w, method = step['height'], step['width'], step['method']
+            image = (image_ops.resize(image, h, w, method) if image_ops.is_custom_resize(method)
+                     else cv2.resize(image, (w, h), interpolation=_INTERP[method]))
+        else:
+            image = image_ops.tf_center_crop(image, step['area'])
+    return image
 
 
 def _bounds(n: Normalization) -> tuple[np.ndarray, np.ndarray] | None:
@@ -89,14 +135,17 @@ def _bounds(n: Normalization) -> tuple[np.ndarray, np.ndarray] | None:
 class SpaceNormalizer:
     """Raw vector (named entries) <-> model vector (normalized, zero-padded).
 
-    bounds / bounds_q99: 2 (x - lo) / (hi - lo + 1e-8) - 1 and back as
-    0.5 (y + 1)(hi - lo + 1e-8) + lo (Evo-1's and VLA-Adapter's formulas); mean_std: (x - mu)
-    / sigma; identity: unchanged."""
+    bounds / bounds_q99: 2 (x - lo) / (hi - lo + eps) - 1 and back as
+    0.5 (y + 1)(hi - lo + eps) + lo (Evo-1's and VLA-Adapter's formulas, eps = 1e-8; EdgeVLA
+    un-normalizes with eps = 0); mean_std: (x - mu) / sigma; identity: unchanged. Entries
+    whose `mask` is False pass through raw both ways (and are not clipped)."""
 
     def __init__(self, spec: SpaceSpec) -> None:
         self.spec = spec
         n = spec.normalization
         self.bounds = _bounds(n)
+        self.eps = n.eps
+        self.mask = np.array(n.mask, bool) if n.mask else None
         if n.kind == 'mean_std':
             self.mean = np.array(n.stats['mean'], np.float64)
             self.std = np.array(n.stats['std'], np.float64)
@@ -109,13 +158,15 @@ class SpaceNormalizer:
         kind = self.spec.normalization.kind
         if self.bounds is not None:
             lo, hi = self.bounds
-            y = 2.0 * (raw - lo) / (hi - lo + 1e-8) - 1.0
+            y = 2.0 * (raw - lo) / (hi - lo + self.eps) - 1.0
         elif kind == 'mean_std':
             y = (raw - self.mean) / self.std
         else:
             y = raw
         if self.spec.normalization.clip:
             y = np.clip(y, -1.0, 1.0)
+        if self.mask is not None:
+            y = np.where(self.mask, y, raw)
         out = np.zeros((*raw.shape[:-1], self.spec.model_dim), np.float32)
         out[..., :self.spec.dim] = y
         return out
@@ -124,10 +175,29 @@ class SpaceNormalizer:
         y = np.asarray(model, np.float64)[..., :self.spec.dim]
         if self.bounds is not None:
             lo, hi = self.bounds
-            return 0.5 * (y + 1.0) * (hi - lo + 1e-8) + lo
-        if self.spec.normalization.kind == 'mean_std':
-            return y * self.std + self.mean
-        return y.copy()
+            x = 0.5 * (y + 1.0) * (hi - lo + self.eps) + lo
+        elif self.spec.normalization.kind == 'mean_std':
+            x = y * self.std + self.mean
+        else:
+            return y.copy()
+        return np.where(self.mask, x, y) if self.mask is not None else x
+
+
+def postprocess_gripper(actions: np.ndarray, g: GripperSpec | None) -> np.ndarray:
+    """The gripper entry of (H, A) robot-space actions, as the checkpoint's client expects it:
+    rescale [0, 1] -> [-1, 1], then sign, then negate (each if enabled)."""
+    if g is None:
+        return actions
+    out = np.array(actions, np.float64)
+    v = out[..., g.index]
+    if g.rescale:
+        v = 2.0 * v - 1.0
+    if g.binarize:
+        v = np.sign(v)
+    if g.invert:
+        v = -v
+    out[..., g.index] = v
+    return out
 
 
 class PromptBuilder:
@@ -156,8 +226,12 @@ class PromptBuilder:
         for item in s.layout:
             if item['kind'] == 'text':
                 pad = s.max_length - len(text_ids)
-                ids += text_ids + [s.pad_id] * pad
-                mask += [1.0] * len(text_ids) + [0.0] * pad
+                if s.padding_side == 'left':
+                    ids += [s.pad_id] * pad + text_ids
+                    mask += [0.0] * pad + [1.0] * len(text_ids)
+                else:
+                    ids += text_ids + [s.pad_id] * pad
+                    mask += [1.0] * len(text_ids) + [0.0] * pad
             elif item['kind'] == 'image':
                 ids += [item['id']] * item['count']
                 # A missing optional view is zero-filled and masked out (Evo-1's image_mask).
