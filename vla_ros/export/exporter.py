@@ -68,20 +68,32 @@ class ExportSpec:
     truncated_steps: int = 2
     precisions: tuple[str, ...] = ('fp32',)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Serving conventions a converted checkpoint keeps from its upstream (defaults: ours).
+    camera_resize: str = 'bicubic'  # Evo-1's server: cv2 bilinear
+    camera_channel_order: str = 'rgb'  # 'bgr' reproduces Evo-1's server swap of RGB input
+    camera_blank: str = 'zeros'  # 'black': a missing view is a normalized black frame
+    optional_cameras: tuple[str, ...] = ()  # may be missing (zero-filled/black, masked)
+    prompt_lowercase: bool = False
+    action_mask: bool = False  # flow heads: hold the padded action dims at zero (Evo-1)
 
 
-def camera_specs(cfg: VLAConfig) -> tuple[CameraSpec, ...]:
+def camera_specs(cfg: VLAConfig, spec: ExportSpec | None = None) -> tuple[CameraSpec, ...]:
+    if not cfg.cameras:
+        return ()
+    spec = spec or ExportSpec('', (), (), 0.1)
     norms = {'internvit': (IMAGENET,), 'prismatic': (IMAGENET, SIGLIP),
              'molmo_clip': (OPENAI_CLIP,)}[cfg.vision.kind]
     size = cfg.vision.image_size
-    return tuple(CameraSpec(name=c, height=size, width=size, channel_order='rgb',
-                            resize='bicubic', norms=norms) for c in cfg.cameras)
+    return tuple(CameraSpec(name=c, height=size, width=size,
+                            channel_order=spec.camera_channel_order, resize=spec.camera_resize,
+                            norms=norms, required=c not in spec.optional_cameras,
+                            blank=spec.camera_blank) for c in cfg.cameras)
 
 
 def _flow_spec(cfg: VLAConfig, spec: ExportSpec) -> FlowSpec | None:
     if cfg.head.type == 'flow_dit':
         return FlowSpec(noise_at=0, noise='uniform', num_steps=spec.flow_steps,
-                        truncated_steps=spec.truncated_steps)
+                        truncated_steps=spec.truncated_steps, action_mask=spec.action_mask)
     if cfg.head.type == 'flow_expert':
         return FlowSpec(noise_at=1, noise='gaussian', num_steps=spec.flow_steps,
                         truncated_steps=spec.truncated_steps)
@@ -207,7 +219,7 @@ def build_manifest(model: VLA, spec: ExportSpec, graphs: tuple[GraphSpec, ...]) 
     provenance = {'vla_config': cfg.to_dict(), **spec.provenance}
     return Manifest(
         name=spec.name, family=cfg.family, head=HeadSpec(cfg.head.type, head_cfg),
-        cameras=camera_specs(cfg),
+        cameras=camera_specs(cfg, spec),
         state=SpaceSpec(names=spec.state_names, model_dim=cfg.state_dim,
                         normalization=spec.state_norm),
         action=ActionSpec(names=spec.action_names, model_dim=cfg.action_dim,
@@ -215,7 +227,7 @@ def build_manifest(model: VLA, spec: ExportSpec, graphs: tuple[GraphSpec, ...]) 
                           dt_s=spec.dt_s, mode=spec.action_mode),
         prompt=PromptSpec(tokenizer_file='tokenizer.json', template=spec.template,
                           max_length=cfg.text_len, pad_id=cfg.pad_id,
-                          layout=model.layout.items),
+                          lowercase=spec.prompt_lowercase, layout=model.layout.items),
         exits=ExitSpec(num_layers=cfg.lm.num_layers, layers=cfg.exits),
         flow=_flow_spec(cfg, spec), graphs=graphs, embodiment=dict(spec.embodiment),
         provenance=json.loads(json.dumps(provenance)))

@@ -75,8 +75,14 @@ class ImagePreprocessor:
         return image[top:top + ch, left:left + cw]
 
     def blank(self) -> np.ndarray:
-        """The input for a missing optional view (Evo-1 zero-fills it)."""
-        return np.zeros((1, 3 * self.streams, self.spec.height, self.spec.width), np.float32)
+        """The input for a missing optional view: zeros, or a black frame normalized."""
+        out = np.zeros((1, 3 * self.streams, self.spec.height, self.spec.width), np.float32)
+        return out + black_offset(self.offset) if self.spec.blank == 'black' else out
+
+
+def black_offset(offset: np.ndarray) -> np.ndarray:
+    """Evo-1's missing view: its server gets a black frame, so the model sees -mean/std."""
+    return offset[None].astype(np.float32)
 
 
 def _bounds(n: Normalization) -> tuple[np.ndarray, np.ndarray] | None:
