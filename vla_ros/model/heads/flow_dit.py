@@ -5,7 +5,8 @@ tokens attend to it (no padding mask, as upstream). Time: noise at t = 0, data a
 uniform noise, v = a - noise; time enters every block as row int(t * 999) of a 1000-row
 sinusoid table. `relu_mlps` selects upstream's activations (ReLU in the action encoder and
 mlp_head); off, ours (SiLU, GELU) as our own models were trained. Keys match upstream's
-module tree (`transformer_blocks.i.attn.in_proj_weight`, `state_encoder.fc1.linear`, `action_encoder.W1.linear`, `time_pos_enc.pe`, ...).
+module tree (`transformer_blocks.i.attn.in_proj_weight`, `state_encoder.fc1.linear`,
+`action_encoder.W1.linear`, `time_pos_enc.pe`, ...).
 
 The head is split for serving: `context()` projects the context to every block's keys and
 values once per exit; `step()` is one velocity evaluation and is run N times per solve.
