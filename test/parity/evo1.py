@@ -112,8 +112,9 @@ def compare(case: Path, checkpoint: Path, package: Path, backend: str) -> list[C
     checks = [
         check('pixel_values (fp32 of server_images)', pixels, (z['server_images'] - mean) / std,
               1e-5),
-        # Upstream normalizes in bfloat16 (hard-coded); ours is fp32: compare at bf16's step.
-        check('pixel_values (upstream bf16)', pixels, z['pixel_values'], 0.02),
+        # Upstream normalizes in bfloat16 (hard-coded); ours is fp32: bf16's step at |x| in
+        # [2, 4) is 1/64, and three rounded ops stack up to about 0.024 here.
+        check('pixel_values (upstream bf16)', pixels, z['pixel_values'], 0.03),
         check('bf16 emulation of ours vs pixel_values', bf16_normalize(
             _server_like(pixels, mean, std)), z['pixel_values'], 1e-6),
         check('input_ids', inputs.input_ids[0], z['input_ids'], 0),
