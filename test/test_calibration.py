@@ -52,7 +52,8 @@ def test_exit_distributions_follow_a1():
 
 
 @pytest.mark.parametrize('metric,expected', [
-    ('cosine', 1.0), ('l2', math.sqrt(2)), ('mean_abs', 1.0), ('max_abs', 1.0)])
+    ('cosine', 1.0), ('l2', 1.0), ('l2_norm', math.sqrt(2)), ('mean_abs', 1.0),
+    ('max_abs', 1.0)])
 def test_metrics_average_over_the_horizon(metric, expected):
     a = np.tile([1.0, 0.0], (4, 1))
     b = np.tile([0.0, 1.0], (4, 1))

@@ -277,6 +277,10 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--distributions', nargs='+', default=['exp', 'gauss', 'gamma'])
     p.add_argument('--budgets', nargs='+', type=float, default=[0.25, 0.5, 0.75],
                    help='backbone compute fractions to calibrate for')
+    p.add_argument('--per-step', action='store_true',
+                   help="one sample per horizon step (A1's ActionValueNet)")
+    p.add_argument('--all-dims', action='store_true', help='metric over padded dims too (A1)')
+    p.add_argument('--skip-first', action='store_true', help='no exit at decision 1 (A1 7B)')
     p.add_argument('--no-truncated', action='store_true',
                    help='flow heads: fresh full solves per exit instead of truncated flow')
     p.add_argument('--default', help='name of the default threshold set')
@@ -291,7 +295,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         cfg = CalibrationConfig(metrics=tuple(args.metrics),
                                 distributions=tuple(args.distributions),
                                 budgets=tuple(args.budgets), truncated=not args.no_truncated,
-                                default=args.default)
+                                default=args.default, per_step=args.per_step,
+                                all_dims=args.all_dims, skip_first=args.skip_first)
         pkg = calibrate_package(args.package, args.data, cfg)
     except ValueError as e:
         print(f'vla-ros calibrate: {e}', file=sys.stderr)

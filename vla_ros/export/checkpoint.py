@@ -57,8 +57,9 @@ def load_checkpoint(directory: str | Path) -> tuple[VLA, ExportSpec, object]:
     meta = json.loads((d / META).read_text())
     cfg = VLAConfig.from_dict(meta['vla_config'])
     e = dict(meta['export'])
-    for key in ('state_names', 'action_names', 'precisions'):
-        e[key] = tuple(e[key])
+    for key in ('state_names', 'action_names', 'precisions', 'optional_cameras'):
+        if key in e:
+            e[key] = tuple(e[key])
     e['state_norm'], e['action_norm'] = _norm(e['state_norm']), _norm(e['action_norm'])
     spec = ExportSpec(**e)
     model = VLA(cfg)

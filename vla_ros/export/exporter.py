@@ -76,12 +76,16 @@ class ExportSpec:
     camera: dict[str, Any] = field(default_factory=dict)  # CameraSpec fields for every view
     lowercase: bool = False  # the instruction is lower-cased before the template
     gripper: dict[str, Any] | None = None  # GripperSpec fields (post-processing)
+    optional_cameras: tuple[str, ...] = ()  # may be missing (filled as `missing` says, masked)
+    action_mask: bool = False  # flow heads: hold the padded action dims at zero (Evo-1)
 
 
-def camera_specs(cfg: VLAConfig, overrides: dict[str, Any] | None = None
-                 ) -> tuple[CameraSpec, ...]:
+def camera_specs(cfg: VLAConfig, overrides: dict[str, Any] | None = None,
+                 optional: tuple[str, ...] = ()) -> tuple[CameraSpec, ...]:
     """One slot per camera; `overrides` (ExportSpec.camera) replaces CameraSpec fields, with
     `norms` and `steps` given as lists of dicts (JSON, as the checkpoint stores them)."""
+    if not cfg.cameras:  # a vision-less model (A1 checkpoints without the vision tower)
+        return ()
     norms = {'internvit': (IMAGENET,), 'prismatic': (IMAGENET, SIGLIP),
              'molmo_clip': (OPENAI_CLIP,)}[cfg.vision.kind]
     size = cfg.vision.image_size
@@ -94,13 +98,14 @@ def camera_specs(cfg: VLAConfig, overrides: dict[str, Any] | None = None
         extra['steps'] = tuple(dict(st) for st in extra['steps'])
     base = {'height': size, 'width': size, 'channel_order': 'rgb', 'resize': 'bicubic',
             'norms': norms}
-    return tuple(CameraSpec(name=c, **{**base, **extra}) for c in cfg.cameras)
+    return tuple(CameraSpec(name=c, **{**base, 'required': c not in optional, **extra})
+                 for c in cfg.cameras)
 
 
 def _flow_spec(cfg: VLAConfig, spec: ExportSpec) -> FlowSpec | None:
     if cfg.head.type == 'flow_dit':
         return FlowSpec(noise_at=0, noise='uniform', num_steps=spec.flow_steps,
-                        truncated_steps=spec.truncated_steps)
+                        truncated_steps=spec.truncated_steps, action_mask=spec.action_mask)
     if cfg.head.type == 'flow_expert':
         return FlowSpec(noise_at=1, noise='gaussian', num_steps=spec.flow_steps,
                         truncated_steps=spec.truncated_steps)
@@ -236,7 +241,7 @@ def build_manifest(model: VLA, spec: ExportSpec, graphs: tuple[GraphSpec, ...]) 
     provenance = {'vla_config': cfg.to_dict(), **spec.provenance}
     return Manifest(
         name=spec.name, family=cfg.family, head=HeadSpec(cfg.head.type, head_cfg),
-        cameras=camera_specs(cfg, spec.camera),
+        cameras=camera_specs(cfg, spec.camera, spec.optional_cameras),
         state=SpaceSpec(names=spec.state_names, model_dim=cfg.state_dim,
                         normalization=spec.state_norm),
         action=ActionSpec(names=spec.action_names, model_dim=cfg.action_dim,

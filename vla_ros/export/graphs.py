@@ -52,8 +52,12 @@ class _Embed(nn.Module):
         super().__init__()
         self.m, self.with_state = m, with_state
 
-    def forward(self, input_ids, vision_tokens, state=None):
-        return self.m.embed(input_ids, vision_tokens, state)
+    def forward(self, input_ids, *rest):
+        if self.m.cfg.cameras:
+            vision_tokens, rest = rest[0], rest[1:]
+        else:
+            vision_tokens = None
+        return self.m.embed(input_ids, vision_tokens, rest[0] if rest else None)
 
 
 class _Segment(nn.Module):
@@ -171,10 +175,12 @@ def build_graphs(model: VLA) -> list[GraphDef]:
     cfg = model.cfg
     head_type = cfg.head.type
     segs = segments_of(model)
-    defs = [GraphDef('vision', 'vision', _Vision(model), [f'image.{c}' for c in cfg.cameras],
-                     ['vision_tokens'])]
-    embed_in = ['input_ids', 'vision_tokens'] + (['state'] if head_type == 'mlp_regression'
-                                                 else [])
+    defs = []
+    if cfg.cameras:  # a model without vision (A1 built text-and-state only) has no vision graph
+        defs.append(GraphDef('vision', 'vision', _Vision(model),
+                             [f'image.{c}' for c in cfg.cameras], ['vision_tokens']))
+    embed_in = ['input_ids'] + (['vision_tokens'] if cfg.cameras else [])
+    embed_in += ['state'] if model.layout.proprio is not None else []
     defs.append(GraphDef('embed', 'embed', _Embed(model, 'state' in embed_in), embed_in,
                          ['hidden']))
     extras = {'flow_expert': 'kv', 'bridge': 'feat'}.get(head_type)

@@ -17,10 +17,12 @@ FAMILY_HEADS = {
     'vla_adapter': ('bridge',),
     'edgevla': ('nar_tokens',),
 }
-VISION_KINDS = ('internvit', 'prismatic', 'molmo_clip')
+VISION_KINDS = ('internvit', 'prismatic', 'molmo_clip', 'none')
 GELU_KINDS = ('gelu_pytorch_tanh', 'gelu')
 BIN_SCHEMES = ('centers', 'openvla')
 TEXT_PADDING = ('right', 'left')
+POSITIONS = ('mask', 'arange')
+TIME_EMBEDDINGS = ('posemb_sincos', 'diffusion_policy')
 
 
 def _check(cond: bool, cls: str, name: str, value: Any, allowed: str) -> None:
@@ -40,7 +42,10 @@ class LMConfig:
     vocab_size: int = 151936
     rope_theta: float = 1_000_000.0
     rms_eps: float = 1e-6
-    causal: bool = True  # A1 runs its LLM bidirectionally
+    causal: bool = True  # our a1 presets run bidirectionally; A1's flow-matching LLM is causal
+    # RoPE positions: 'mask' = cumsum(mask) - 1 (padding skipped; ours, A1's position_ids);
+    # 'arange' = 0..T-1 whatever the mask (HF's default, what Evo-1 runs).
+    positions: str = 'mask'
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -51,6 +56,7 @@ class LMConfig:
                f'must divide hidden_size {self.hidden_size}')
         _check(self.num_heads % self.num_kv_heads == 0, n, 'num_kv_heads', self.num_kv_heads,
                f'must divide num_heads {self.num_heads}')
+        _check(self.positions in POSITIONS, n, 'positions', self.positions, f'one of {POSITIONS}')
 
     @property
     def head_dim(self) -> int:
@@ -83,10 +89,16 @@ class VisionConfig:
     # SigLIP MLP activation: transformers' default is the tanh approximation; timm's SigLIP
     # (VLA-Adapter, EdgeVLA) uses nn.GELU, the exact erf form ('gelu').
     siglip_act: str = 'gelu_pytorch_tanh'
+    qkv_bias: bool = False  # internvit: InternViT-300M's qkv has a bias (InternVL3)
+    # molmo_clip: the pooling's output width (A1/Molmo: the ViT width, 1024, from 2 x 1024
+    # concatenated layers); 0: the concatenated width (ours).
+    pool_dim: int = 0
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(self.kind in VISION_KINDS, n, 'kind', self.kind, f'one of {VISION_KINDS}')
+        if self.kind == 'none':
+            return
         _check(self.image_size % self.patch_size == 0, n, 'image_size', self.image_size,
                f'must be a multiple of patch_size {self.patch_size}')
         _check(self.hidden_size % self.num_heads == 0, n, 'num_heads', self.num_heads,
@@ -109,6 +121,8 @@ class VisionConfig:
 
     @property
     def tokens_per_image(self) -> int:
+        if self.kind == 'none':
+            return 0
         if self.kind == 'internvit':
             return int(self.grid * self.downsample_ratio) ** 2
         if self.kind == 'molmo_clip':
@@ -141,6 +155,18 @@ class HeadConfig:
     # centers: num_bins uniform bins, value = the bin's centre; openvla: num_bins - 1 centres
     # of linspace(-1, 1, num_bins), the arg-max index clipped to num_bins - 2 (EdgeVLA).
     bin_scheme: str = 'centers'
+    # Evo-1 as published: ReLU after the action encoder's W1 and W2 and inside mlp_head
+    # (flow_matching.py); False keeps ours (none / SiLU / GELU there).
+    relu_mlps: bool = False
+    mlp_hidden: int = 0  # Evo-1 mlp_head width (its hidden_dim); 0: state_hidden
+    # A1's expert: RoPE base (A1: the Qwen2Config default 1e4; 0 = the LM's), causal attention
+    # inside the suffix (A1's 2d_attn_mask path), its time embedding ('diffusion_policy' =
+    # A1's SinusoidalPositionalEncoding; 'posemb_sincos' = pi0's, ours), and a proprio token
+    # in the LLM prompt filled by `proprio_projector` (A1 with use_proprio).
+    rope_theta: float = 0.0
+    causal_suffix: bool = False
+    time_embedding: str = 'posemb_sincos'
+    proprio_token: bool = False
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -172,6 +198,10 @@ class VLAConfig:
     query_token_id: int = 5  # VLA-Adapter action queries
     action_token_id: int = 6  # EdgeVLA / A1-regression action positions
     proprio_token_id: int = 7  # A1-regression proprio slot
+    # Literal token runs of an upstream prompt, one before each camera's image tokens and one
+    # after the last (before the text), e.g. Evo-1's `Image-i: <img>` ... `</img>` blocks or
+    # A1's BOS. () = our layout (images, then text).
+    prompt_blocks: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -183,8 +213,14 @@ class VLAConfig:
                f'one of {TEXT_PADDING}')
         for name in ('state_dim', 'action_dim', 'chunk_len', 'text_len'):
             _check(getattr(self, name) >= 1, n, name, getattr(self, name), 'must be >= 1')
-        _check(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras), n,
-               'cameras', self.cameras, 'needs one or more distinct names')
+        no_vision = self.vision.kind == 'none'
+        _check((len(self.cameras) == 0) == no_vision and len(set(self.cameras)) == len(
+            self.cameras), n, 'cameras', self.cameras, 'needs distinct names, none exactly when '
+               "vision.kind is 'none'")
+        _check(not self.prompt_blocks or len(self.prompt_blocks) == len(self.cameras) + 1, n,
+               'prompt_blocks', self.prompt_blocks, 'one run per camera plus one after the last')
+        _check(self.head.time_embedding in TIME_EMBEDDINGS, n, 'head.time_embedding',
+               self.head.time_embedding, f'one of {TIME_EMBEDDINGS}')
         exits = self.exits
         _check(list(exits) == sorted(set(exits)) and exits[-1] == self.lm.num_layers - 1
                and exits[0] >= 0, n, 'exit_layers', self.exit_layers,
@@ -216,6 +252,8 @@ class VLAConfig:
             if key in sub:
                 value = sub[key](**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in value.items()})
+            elif key == 'prompt_blocks':
+                value = tuple(tuple(b) for b in value)
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value

@@ -54,8 +54,13 @@ def attention_bias(key_mask: torch.Tensor, causal: bool,
     return bias.expand(key_mask.shape[0], 1, t, t)
 
 
-def positions_from_mask(key_mask: torch.Tensor) -> torch.Tensor:
-    """RoPE positions that skip padding, so a padded prompt keeps its trained distances."""
+def positions_from_mask(key_mask: torch.Tensor, kind: str = 'mask') -> torch.Tensor:
+    """RoPE positions. 'mask': skip padding, so a padded prompt keeps its trained distances;
+    'arange': 0..T-1 whatever the mask (HF's default when no position_ids are given, which
+    Evo-1's embedder relies on: its masked view and padding keep their slots)."""
+    if kind == 'arange':
+        # Derived from the input (not torch.arange) for the reason given in attention_bias.
+        return torch.cumsum(key_mask.to(torch.int64) * 0 + 1, dim=1) - 1
     return (torch.cumsum(key_mask.to(torch.int64), dim=1) - 1).clamp(min=0)
 
 
@@ -108,7 +113,7 @@ class Decoder(nn.Module):
         """Layers [start, end). Returns the hidden state, each layer's output, and each
         layer's (K, V)."""
         bias = attention_bias(key_mask, self.cfg.causal, blocked_keys).to(h.dtype)
-        cos, sin = self.rope(h, positions_from_mask(key_mask))
+        cos, sin = self.rope(h, positions_from_mask(key_mask, self.cfg.positions))
         outputs, kvs = [], []
         for layer in self.layers[start:end]:
             h, k, v = layer_forward(layer, h, bias, cos, sin)

@@ -48,7 +48,8 @@ class InternVisionEncoder(nn.Module):
         self.vision_tower = InternVLVisionModel(InternVLVisionConfig(
             hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
             num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-            image_size=[cfg.image_size] * 2, patch_size=[cfg.patch_size] * 2))
+            image_size=[cfg.image_size] * 2, patch_size=[cfg.patch_size] * 2,
+            attention_bias=cfg.qkv_bias))
         width = cfg.hidden_size * int(round(1 / cfg.downsample_ratio)) ** 2
         self.multi_modal_projector = nn.Module()
         self.multi_modal_projector.layer_norm = nn.LayerNorm(width)
@@ -106,16 +107,18 @@ class PrismaticEncoder(nn.Module):
 class MolmoPooling(nn.Module):
     """2x2 attention pooling; the query is the mean of the window ("attention_meanq")."""
 
-    def __init__(self, width: int, num_heads: int) -> None:
+    def __init__(self, width: int, num_heads: int, out: int = 0) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.wq = nn.Linear(width, width)
-        self.wk = nn.Linear(width, width)
-        self.wv = nn.Linear(width, width)
-        self.wo = nn.Linear(width, width)
+        out = out or width  # Molmo: 2 x 1024 concatenated ViT layers pooled to 1024
+        self.wq = nn.Linear(width, out)
+        self.wk = nn.Linear(width, out)
+        self.wv = nn.Linear(width, out)
+        self.wo = nn.Linear(out, out)
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:  # (N, 4, C) -> (N, C)
-        n, w, c = windows.shape
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:  # (N, 4, C) -> (N, out)
+        n, w, _ = windows.shape
+        c = self.wo.in_features
         hd = c // self.num_heads
         q = self.wq(windows.mean(dim=1, keepdim=True)).view(n, 1, self.num_heads, hd)
         k = self.wk(windows).view(n, w, self.num_heads, hd)
@@ -134,11 +137,12 @@ class MolmoClipEncoder(nn.Module):
             num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
             image_size=cfg.image_size, patch_size=cfg.patch_size))
         width = cfg.hidden_size * len(cfg.feature_layers)
-        self.image_pooling_2d = MolmoPooling(width, cfg.num_heads)
+        self.image_pooling_2d = MolmoPooling(width, cfg.num_heads, cfg.pool_dim)
+        pooled = cfg.pool_dim or width
         inner = cfg.projector_hidden or lm_width
         self.image_projector = nn.Module()
-        self.image_projector.w1 = nn.Linear(width, inner, bias=False)
-        self.image_projector.w3 = nn.Linear(width, inner, bias=False)
+        self.image_projector.w1 = nn.Linear(pooled, inner, bias=False)
+        self.image_projector.w3 = nn.Linear(pooled, inner, bias=False)
         self.image_projector.w2 = nn.Linear(inner, lm_width, bias=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, T, D)
@@ -146,12 +150,14 @@ class MolmoClipEncoder(nn.Module):
         x = torch.cat([out.hidden_states[i] for i in self.cfg.feature_layers], -1)[:, 1:]
         n, g, c = x.shape[0], self.cfg.grid, x.shape[-1]
         x = x.reshape(n, g // 2, 2, g // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
-        x = self.image_pooling_2d(x.reshape(-1, 4, c)).reshape(n, (g // 2) ** 2, c)
+        x = self.image_pooling_2d(x.reshape(-1, 4, c)).reshape(n, (g // 2) ** 2, -1)
         p = self.image_projector
         return p.w2(F.silu(p.w1(x)) * p.w3(x))
 
 
-def build_vision(cfg: VisionConfig, lm_width: int, family: str) -> nn.Module:
+def build_vision(cfg: VisionConfig, lm_width: int, family: str) -> nn.Module | None:
+    if cfg.kind == 'none':  # a text-and-state model (an A1 built without vision_backbone)
+        return None
     if cfg.kind == 'internvit':
         return InternVisionEncoder(cfg, lm_width)
     if cfg.kind == 'prismatic':

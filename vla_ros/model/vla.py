@@ -66,9 +66,14 @@ def build_layout(cfg: VLAConfig) -> Layout:
     prismatic = cfg.family in ('vla_adapter', 'edgevla')
     if prismatic:
         add({'kind': 'tokens', 'ids': [cfg.bos_id]}, 1)
-    for cam in cfg.cameras:
+    blocks = cfg.prompt_blocks
+    for i, cam in enumerate(cfg.cameras):
+        if blocks and blocks[i]:
+            add({'kind': 'tokens', 'ids': list(blocks[i])}, len(blocks[i]))
         add({'kind': 'image', 'camera': cam, 'id': cfg.image_token_id, 'count': n_img}, n_img,
             f'image:{cam}')
+    if blocks and blocks[-1]:
+        add({'kind': 'tokens', 'ids': list(blocks[-1])}, len(blocks[-1]))
     add({'kind': 'text'}, cfg.text_len, 'text')
     n_act = cfg.chunk_len * cfg.action_dim
     proprio = None
@@ -83,6 +88,9 @@ def build_layout(cfg: VLAConfig) -> Layout:
         proprio = pos
         add({'kind': 'tokens', 'ids': [cfg.proprio_token_id]}, 1)
         add({'kind': 'tokens', 'ids': [cfg.action_token_id], 'repeat': n_act}, n_act, 'actions')
+    elif cfg.head.proprio_token:  # A1 flow matching with use_proprio: the slot ends the prompt
+        proprio = pos
+        add({'kind': 'tokens', 'ids': [cfg.proprio_token_id]}, 1)
     actions = spans.get('actions')
     blocked = (actions.start, actions.end + 1) if cfg.family == 'edgevla' else None
     return Layout(items=tuple(items), length=pos,
@@ -116,6 +124,8 @@ class VLA(nn.Module):
 
     def encode_images(self, images: list[torch.Tensor]) -> torch.Tensor:
         """One (B, C, H, W) tensor per camera -> (B, cameras * tokens, D)."""
+        if self.vision is None:
+            return torch.zeros(1, 0, self.cfg.lm.hidden_size)
         b = images[0].shape[0]
         tokens = self.vision(torch.cat(images, dim=0))  # cameras batched together
         return torch.cat(tokens.split(b, dim=0), dim=1)

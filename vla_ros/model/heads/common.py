@@ -28,6 +28,16 @@ def posemb_sincos(t: torch.Tensor, dim: int, min_period: float = 4e-3,
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
+def diffusion_policy_sincos(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """A1's time embedding (diffusion_policy's SinusoidalPositionalEncoding) of raw t:
+    frequencies exp(-ln(1e4) i / (dim/2 - 1)), then [sin, cos]. (B,) -> (B, dim)."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device)
+                     * (-math.log(10000.0) / (half - 1)))
+    angle = t.to(torch.float32)[:, None] * freq[None, :]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
 class Linear1(nn.Module):
     """A linear layer under a `.linear` key: Evo-1's category-specific layers with one
     category store their weights as `<name>.linear.weight`."""

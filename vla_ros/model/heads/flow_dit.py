@@ -3,8 +3,10 @@
 Context = the decoder's normed hidden states at the exit layer plus one state token; action
 tokens attend to it (no padding mask, as upstream). Time: noise at t = 0, data at t = 1,
 uniform noise, v = a - noise; time enters every block as row int(t * 999) of a 1000-row
-sinusoid table. Keys match upstream's module tree (`transformer_blocks.i.attn.in_proj_weight`,
-`state_encoder.fc1.linear`, `action_encoder.W1.linear`, `time_pos_enc.pe`, ...).
+sinusoid table. `relu_mlps` selects upstream's activations (ReLU in the action encoder and
+mlp_head); off, ours (SiLU, GELU) as our own models were trained. Keys match upstream's
+module tree (`transformer_blocks.i.attn.in_proj_weight`, `state_encoder.fc1.linear`,
+`action_encoder.W1.linear`, `time_pos_enc.pe`, ...).
 
 The head is split for serving: `context()` projects the context to every block's keys and
 values once per exit; `step()` is one velocity evaluation and is run N times per solve.
@@ -83,8 +85,10 @@ class FlowDiTHead(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.seq_pool_proj = nn.Linear(cfg.chunk_len * d, d)
         self.mlp_head = nn.Module()
-        self.mlp_head.fc1 = Linear1(d, h.state_hidden)
-        self.mlp_head.fc2 = Linear1(h.state_hidden, cfg.chunk_len * cfg.action_dim)
+        mlp_hidden = h.mlp_hidden or h.state_hidden
+        self.mlp_head.fc1 = Linear1(d, mlp_hidden)
+        self.mlp_head.fc2 = Linear1(mlp_hidden, cfg.chunk_len * cfg.action_dim)
+        self.relu_mlps = h.relu_mlps
 
     def context(self, hidden: torch.Tensor, state: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,12 +104,17 @@ class FlowDiTHead(nn.Module):
              ctx_v: torch.Tensor) -> torch.Tensor:
         """One velocity evaluation: x_t (B, H, A), t (B,) in [0, 1] -> v (B, H, A)."""
         e = self.action_encoder
-        x = e.W1(x_t) + self.action_pos[None]
-        x = e.W3(F.silu(e.W2(x)))
+        if self.relu_mlps:  # Evo-1's MultiEmbodimentActionEncoder and CategorySpecificMLP
+            x = torch.relu(e.W1(x_t)) + self.action_pos[None]
+            x = e.W3(torch.relu(e.W2(x)))
+        else:
+            x = e.W1(x_t) + self.action_pos[None]
+            x = e.W3(F.silu(e.W2(x)))
         temb = self.time_pos_enc.pe[(t * 999).long()]
         for i, blk in enumerate(self.transformer_blocks):
             x = blk(x, temb, ctx_k[:, i], ctx_v[:, i])
         x = self.norm_out(x).flatten(1)
         m = self.mlp_head
-        out = m.fc2(F.gelu(m.fc1(self.seq_pool_proj(x))))
+        act = torch.relu if self.relu_mlps else F.gelu
+        out = m.fc2(act(m.fc1(self.seq_pool_proj(x))))
         return out.view(-1, self.chunk_len, self.action_dim)

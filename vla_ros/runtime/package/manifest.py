@@ -55,7 +55,9 @@ NORM_KINDS = {
     'bounds_q99': ('q01', 'q99'),
     'mean_std': ('mean', 'std'),
 }
-METRICS = ('cosine', 'l2', 'mean_abs', 'max_abs')
+# l2 is A1's "L2", the RMS of the difference; l2_norm its Euclidean norm (what `l2` meant in
+# packages calibrated before: parse.py reads those as l2_norm).
+METRICS = ('cosine', 'l2', 'l2_norm', 'mean_abs', 'max_abs')
 ACTION_MODES = ('absolute', 'delta')
 
 
@@ -183,6 +185,9 @@ class ThresholdSet:
     values: tuple[float, ...]  # one per exit except the last
     expected_compute_fraction: float  # of the full backbone, on the calibration data
     calibration: dict[str, Any] = field(default_factory=dict)  # how it was made
+    # Action dims the metric reads: 'named' (ours) or 'all' model dims, padding included (A1's
+    # ActionValueNet compares the whole fixed_action_dim vector).
+    dims: str = 'named'
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,9 @@ class FlowSpec:
     num_steps: int = 10
     truncated_steps: int = 2  # per exit in inter-layer truncated flow matching (A1)
     warm_start: bool = True
+    # Evo-1: the padded action dims are multiplied by 0 in the noise, in each step's input and
+    # in the result (its action_mask, 1 on the named dims).
+    action_mask: bool = False
 
 
 @dataclass(frozen=True)

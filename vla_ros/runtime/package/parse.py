@@ -118,11 +118,16 @@ def _parse_exits(r: Reader) -> ExitSpec:
     for sr in r.items('threshold_sets', []):
         # Metrics are >= 0, so a negative threshold means "never exit here".
         values = sr.floats('values', len(layers) - 1)
+        metric = sr.choice('metric', METRICS)
+        calibration = sr.get('calibration', dict, {})
+        if metric == 'l2' and calibration.get('l2') != 'rms':
+            metric = 'l2_norm'  # calibrated when l2 meant the Euclidean norm
         sets.append(ThresholdSet(
-            name=sr.get('name', str), metric=sr.choice('metric', METRICS), values=values,
+            name=sr.get('name', str), metric=metric, values=values,
+            dims=sr.choice('dims', ('named', 'all'), 'named'),
             expected_compute_fraction=sr.number('expected_compute_fraction', 0.0, 1.0,
                                                 lo_open=True),
-            calibration=sr.get('calibration', dict, {}),
+            calibration=calibration,
         ))
         sr.done()
     unique(tuple(s.name for s in sets), f'{r.where}.threshold_sets')
@@ -150,8 +155,12 @@ def parse_manifest(data: Any) -> Manifest:
     head = HeadSpec(type=hr.choice('type', HEAD_TYPES), config=hr.get('config', dict, {}))
     hr.done()
     cameras = tuple(parse_camera(c) for c in r.items('cameras'))
-    if not cameras:
-        raise fail('invalid', 'cameras', 'a VLA needs at least one camera slot')
+    graphs_raw = data.get('graphs', []) if isinstance(data, dict) else []
+    # A vision-less package (an A1 checkpoint published without its vision tower) has no
+    # camera slot; one with a vision graph needs one.
+    if not cameras and any(isinstance(g, dict) and g.get('role') == 'vision'
+                           for g in graphs_raw):
+        raise fail('invalid', 'cameras', 'a package with a vision graph needs a camera slot')
     unique(tuple(c.name for c in cameras), 'cameras')
     state = parse_space(r.sub('state'), action=False)
     action = parse_space(r.sub('action'), action=True)
@@ -178,7 +187,8 @@ def parse_manifest(data: Any) -> Manifest:
             noise=fr.choice('noise', ('uniform', 'gaussian')),
             num_steps=fr.int_in('num_steps', 1, 1000),
             truncated_steps=fr.int_in('truncated_steps', 1, 1000, 2),
-            warm_start=fr.get('warm_start', bool, True))
+            warm_start=fr.get('warm_start', bool, True),
+            action_mask=fr.get('action_mask', bool, False))
         fr.done()
     graphs = tuple(_parse_graph(g) for g in r.items('graphs'))
     files = {}

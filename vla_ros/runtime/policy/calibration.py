@@ -38,6 +38,11 @@ class CalibrationConfig:
     truncated: bool = True
     default: str | None = None  # default set name; None: cosine, exp, the budget nearest 0.5
     seed: int = 0
+    # A1's choices: one sample per horizon step (its ActionValueNet keeps every step), the
+    # metric over all model action dims, and q_1 = 0 (A1 does so for 7B/8B LLMs).
+    per_step: bool = False
+    all_dims: bool = False
+    skip_first: bool = False
 
     def __post_init__(self) -> None:
         bad = [m for m in self.metrics if m not in METRICS]
@@ -49,16 +54,19 @@ class CalibrationConfig:
 
 
 def delta_matrices(policy: Policy, observations, metrics, truncated: bool,
-                   progress: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+                   progress: Callable[[str], None] = print, per_step: bool = False,
+                   all_dims: bool = False) -> dict[str, np.ndarray]:
+    """(K - 1, N) per metric; N = observations, or observations x H with per_step."""
     m = policy.m
-    dim = m.action.dim
+    dim = m.action.model_dim if all_dims else m.action.dim
     per_metric = {k: [] for k in metrics}
     for i, obs in enumerate(observations):
         acts = policy.actions_at_all_exits(policy.prepare(obs), truncated=truncated)
         for metric in metrics:
-            per_metric[metric].append([float(discrepancy(acts[k][:, :dim],
-                                                         acts[k + 1][:, :dim], metric))
-                                       for k in range(len(acts) - 1)])
+            rows = [discrepancy(acts[k][:, None, :dim], acts[k + 1][:, None, :dim], metric)
+                    for k in range(len(acts) - 1)]  # (K - 1) x (H,)
+            cols = np.array(rows).T if per_step else np.array(rows).mean(-1)[None]
+            per_metric[metric].extend(cols.tolist())
         if (i + 1) % max(len(observations) // 10, 1) == 0:
             progress(f'calibrate: {i + 1}/{len(observations)} observations')
     return {k: np.array(v, np.float64).T for k, v in per_metric.items()}  # (K - 1, N)
@@ -83,15 +91,17 @@ def calibrate_package(package_dir: str | Path, data: str | Path,
     progress(f'calibrate: {len(observations)} observations, {len(m.exits.layers)} exits, '
              f'{"truncated flow" if config.truncated and m.flow else "full solves"}')
     deltas = delta_matrices(policy, observations, config.metrics,
-                            config.truncated and m.flow is not None, progress)
+                            config.truncated and m.flow is not None, progress,
+                            config.per_step, config.all_dims)
     data_sha = hashlib.sha256(Path(data).read_bytes()).hexdigest()
     sets = []
     for metric, delta in deltas.items():
         for dist in config.distributions:
             for budget in config.budgets:
                 s = calibrate_for_budget(delta, dist, budget, m.exits.layers,
-                                         m.exits.num_layers)
+                                         m.exits.num_layers, skip_first=config.skip_first)
                 sets.append(ThresholdSet(
+                    dims='all' if config.all_dims else 'named',
                     name=f'{metric}-{dist}-{round(budget * 100)}', metric=metric,
                     values=tuple(float(v) for v in s.thresholds),
                     expected_compute_fraction=s.compute_fraction,
@@ -100,6 +110,8 @@ def calibrate_package(package_dir: str | Path, data: str | Path,
                         'ratio': s.ratio, 'budget': budget, 'samples': len(observations),
                         'exit_histogram': s.exit_histogram.tolist(),
                         'truncated_flow': bool(config.truncated and m.flow),
+                        'per_step': config.per_step, 'skip_first': config.skip_first,
+                        **({'l2': 'rms'} if metric == 'l2' else {}),
                         'data_sha256': data_sha,
                         'delta_median': np.median(delta, axis=1).tolist()}))
     default = config.default or _nearest(sets, 'cosine' if 'cosine' in deltas else

@@ -1,9 +1,11 @@
 """Early-exit decisions: action-consistency metrics and A1/DeeR threshold calibration.
 
 Metrics compare the actions of two consecutive exits per chunk step over the action vector
-and average over the horizon (A1 `ActionValueNet`): cosine (1 - cos), l2, mean_abs, max_abs.
-They run on the model-space (normalized) actions of the named dimensions only; padded
-dimensions carry no trained meaning.
+and average over the horizon (A1 `ActionValueNet.get_delta`): cosine (1 - cos of the vectors
+normalized with eps 1e-5), l2 (A1's "L2": the RMS of the difference), l2_norm (its Euclidean
+norm, what packages calibrated before called l2), mean_abs (A1's "mean"), max_abs ("max").
+They run on the model-space (normalized) actions, by default of the named dimensions only
+(padded dimensions carry no trained meaning); A1 compares all fixed_action_dim entries.
 
 Exit semantics, as A1's calibration sets them up: the first exit is the reference (A1's layer-0
 anchor), so its action is computed but no decision is taken there; threshold values[k] is
@@ -12,8 +14,10 @@ checked at exit k + 1, comparing its action with exit k's; the last exit always 
 Calibration (A1 `value_net.set_threshold`): with delta[k, n] the discrepancy at decision k for
 sample n, an exit distribution q over decisions, and a filtered quantile: walk the decisions in
 order; at decision k, among the samples not yet exited, take the floor(N q_k)-th smallest
-delta as T_k, and mark every remaining sample with delta <= T_k as exited. The last threshold
-is 1e8 (always stop). Pure numpy (scipy's gamma pdf is replaced by its closed form).
+delta as T_k, and mark every remaining sample with delta <= T_k as exited. When that quota is
+0 or larger than the samples left, T_k stays at the sentinel -1e8 (nobody exits there), as
+A1's loop leaves it. The last threshold is 1e8 (always stop). Pure numpy (scipy's gamma pdf is
+replaced by its closed form).
 """
 
 from __future__ import annotations
@@ -23,20 +27,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METRICS = ('cosine', 'l2', 'mean_abs', 'max_abs')
+METRICS = ('cosine', 'l2', 'l2_norm', 'mean_abs', 'max_abs')
 DISTRIBUTIONS = ('exp', 'gauss', 'gamma')
 LAST_THRESHOLD = 1e8
+NEVER = -1e8  # A1's initial threshold: no discrepancy is this small
 
 
 def discrepancy(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """(..., H, A) x (..., H, A) -> (...): the metric per step, averaged over H."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
-    if metric == 'cosine':
-        num = np.sum(a * b, -1)
-        den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-        per_step = 1.0 - num / np.maximum(den, 1e-12)
+    if metric == 'cosine':  # F.normalize(p=2, eps=1e-5) on both, then the dot product
+        na = np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-5)
+        nb = np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-5)
+        per_step = 1.0 - np.sum((a / na) * (b / nb), -1)
     elif metric == 'l2':
+        per_step = np.sqrt(np.mean((a - b) ** 2, -1))
+    elif metric == 'l2_norm':
         per_step = np.linalg.norm(a - b, axis=-1)
     elif metric == 'mean_abs':
         per_step = np.mean(np.abs(a - b), -1)
@@ -82,11 +89,12 @@ def filtered_quantile_thresholds(delta: np.ndarray, q: np.ndarray) -> np.ndarray
     for k in range(num_k - 1):
         order = np.argsort(delta[k], kind='stable')
         remaining = order[~filtered[order]]
-        count = int(math.floor(n * q[k]))
-        if count <= 0 or remaining.size == 0:
-            thresholds[k] = -1.0  # nobody exits here (no delta is negative)
+        # A1 computes the quota from float32 probabilities.
+        count = int(math.floor(np.float32(n) * np.float32(q[k])))
+        if count <= 0 or count > remaining.size:
+            thresholds[k] = NEVER  # A1 never reaches its quota here: nobody exits
             continue
-        thresholds[k] = delta[k, remaining[min(count, remaining.size) - 1]]
+        thresholds[k] = delta[k, remaining[count - 1]]
         filtered |= delta[k] <= thresholds[k]
     return thresholds
 
@@ -130,7 +138,7 @@ def calibrate(delta: np.ndarray, distribution: str, ratio: float, exit_layers: t
 
 def calibrate_for_budget(delta: np.ndarray, distribution: str, budget: float,
                          exit_layers: tuple[int, ...], num_layers: int,
-                         iterations: int = 40) -> CalibratedSet:
+                         iterations: int = 40, skip_first: bool = False) -> CalibratedSet:
     """The distribution parameter whose thresholds use about `budget` of the backbone on the
     calibration data (bisection; compute grows with the exp ratio and the gauss/gamma
     centre)."""
@@ -139,7 +147,7 @@ def calibrate_for_budget(delta: np.ndarray, distribution: str, budget: float,
     best = None
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        s = calibrate(delta, distribution, mid, exit_layers, num_layers)
+        s = calibrate(delta, distribution, mid, exit_layers, num_layers, skip_first)
         if best is None or abs(s.compute_fraction - budget) < abs(best.compute_fraction - budget):
             best = s
         # exp: a larger ratio spreads q deeper; gauss/gamma: a larger centre moves it deeper.

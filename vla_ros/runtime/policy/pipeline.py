@@ -49,15 +49,26 @@ class ExitPipeline:
                                     key=lambda g: g.layers)
         self.exits = tuple(g.layers[1] - 1 for g in self.segments)
         self.has_state_embed = any(t.name == 'state' for t in manifest.graph('embed').inputs)
+        self.has_vision = bool(manifest.graphs_with_role('vision'))
+        # Evo-1's action_mask: the padded action dims are held at zero in the noise and in
+        # every step's input, and zeroed in the result.
+        self.action_mask = None
+        if manifest.flow is not None and manifest.flow.action_mask:
+            mask = np.zeros((1, manifest.action.chunk_len, manifest.action.model_dim), np.float32)
+            mask[..., :manifest.action.dim] = 1.0
+            self.action_mask = mask
 
-    def start(self, inputs: ModelInputs) -> ExitRun:
-        return ExitRun(self, inputs)
+    def start(self, inputs: ModelInputs, vision_tokens: Any = None) -> ExitRun:
+        """`vision_tokens`: visual tokens computed elsewhere (1, cameras * tokens, D); the
+        vision graph is then skipped (parity checks against upstream features)."""
+        return ExitRun(self, inputs, vision_tokens)
 
 
 class ExitRun:
     """One observation on its way down the decoder. Not thread-safe (the worker owns it)."""
 
-    def __init__(self, pipe: ExitPipeline, inputs: ModelInputs) -> None:
+    def __init__(self, pipe: ExitPipeline, inputs: ModelInputs, vision_tokens: Any = None
+                 ) -> None:
         self.p = pipe
         self.inputs = inputs
         self.timings_ms: dict[str, float] = defaultdict(float)
@@ -65,8 +76,12 @@ class ExitRun:
         self._kv: list[dict[str, Any]] = []  # flow_expert: per segment, its K/V outputs
         self._ctx: tuple[Any, Any] | None = None
         self._ctx_index = -1
-        vis = self._run('vision', 'vision', {f'image.{c}': a for c, a in inputs.images.items()})
-        feeds = {'input_ids': inputs.input_ids, 'vision_tokens': vis['vision_tokens']}
+        feeds = {'input_ids': inputs.input_ids}
+        if vision_tokens is not None:
+            feeds['vision_tokens'] = vision_tokens
+        elif pipe.has_vision:
+            feeds['vision_tokens'] = self._run('vision', 'vision', {
+                f'image.{c}': a for c, a in inputs.images.items()})['vision_tokens']
         if pipe.has_state_embed:
             feeds['state'] = inputs.state
         self.hidden = self._run('embed', 'embed', feeds)['hidden']
@@ -119,14 +134,20 @@ class ExitRun:
         if noise is None:
             raise ValueError(f'a {head} head needs initial noise (or a warm-start action)')
         x0 = np.asarray(noise, dtype=np.float32).reshape(1, *noise.shape[-2:])
-        x = euler_integrate(self.velocity, x0, noise_at=self.p.m.flow.noise_at,
+        x = euler_integrate(self._masked_velocity, x0, noise_at=self.p.m.flow.noise_at,
                             num_steps=num_steps)
-        return np.asarray(x, dtype=np.float32)[0]
+        return self._mask(np.asarray(x, dtype=np.float32))[0]
 
     def euler_step(self, x: np.ndarray, t: float, dt: float) -> np.ndarray:
         """One Euler step of a flow head at the current exit: (H, A) -> (H, A)."""
         x = np.asarray(x, np.float32)[None]
-        return (x + dt * self.velocity(x, t))[0]
+        return (x + dt * self._masked_velocity(x, t))[0]
+
+    def _mask(self, x: np.ndarray) -> np.ndarray:
+        return x if self.p.action_mask is None else x * self.p.action_mask
+
+    def _masked_velocity(self, x: np.ndarray, t: float) -> np.ndarray:
+        return self.velocity(self._mask(x), t)
 
     def _context(self) -> tuple[Any, Any]:
         if self._ctx_index != self.index:

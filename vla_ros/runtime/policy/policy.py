@@ -9,6 +9,11 @@ Modes
               steps per exit, warm-started from the previous exit's action, the schedule
               restarting at the noise end; with truncated=False every exit solves from the same
               noise with num_steps.
+Exit runtime: 'ours' solves exit 0 from the observation's noise and (truncated) warm-starts
+every later exit from the one before; 'a1' is A1's `ActionValueNet` at run time (seeds.md 2a-b):
+every solve that is not warm-started draws fresh noise, the first decision's two solves both
+start from noise, and the action list is never reset, so an observation's first decision
+compares with (and, truncated, warm-starts from) the previous observation's last action.
 Deadline (ours): given an absolute deadline on the monotonic clock, the policy skips any next
 segment (plus its head work) that its running-average cost says would end past the deadline,
 and returns the deepest action computed so far, so latency stays within the deadline plus one
@@ -45,6 +50,7 @@ from vla_ros.runtime.policy.preprocess import (
 )
 
 MODES = ('full', 'fixed', 'early_exit')
+EXIT_RUNTIMES = ('ours', 'a1')
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,15 @@ class PolicyConfig:
     truncated_steps: int | None = None
     seed: int | None = 0  # noise seed; None draws from entropy
     rtc_beta: float = 5.0  # RTC's guidance weight clip (kinetix's default; LeRobot uses 10)
+    exit_runtime: str = 'ours'  # 'a1': A1's noise draws and never-reset action list
 
     def __post_init__(self) -> None:
         if not self.rtc_beta >= 0:
             raise ValueError(f'rtc_beta must be >= 0, got {self.rtc_beta}')
         if self.mode not in MODES:
             raise ValueError(f'policy mode {self.mode!r} is not one of {MODES}')
+        if self.exit_runtime not in EXIT_RUNTIMES:
+            raise ValueError(f'exit_runtime {self.exit_runtime!r} is not one of {EXIT_RUNTIMES}')
         if self.mode == 'fixed' and self.exit_layer is None:
             raise ValueError('fixed mode needs exit_layer')
         for name in ('num_steps', 'truncated_steps'):
@@ -99,10 +108,15 @@ class Policy:
         self._segment_ms = np.zeros(len(self.exits))  # running cost per exit, for deadlines
         self._exit_head_ms = np.zeros(len(self.exits))
         self._seen = np.zeros(len(self.exits), int)
+        self._carried: np.ndarray | None = None  # exit_runtime 'a1': A1's action_list[-1]
         self.set_config(self.config)
         # Action dims that are deltas from a state entry of the same name.
         self._delta_map = [(i, m.state.names.index(n)) for i, n in enumerate(m.action.names)
                            if n in m.state.names]
+
+    def reset_exit_state(self) -> None:
+        """Forgets the action carried between observations (A1's `reset_actions`)."""
+        self._carried = None
 
     def describe(self) -> str:
         return self.backend.describe()
@@ -168,6 +182,7 @@ class Policy:
         truncated = flow and cfg.truncated and every_exit
         full_steps = cfg.num_steps or (m.flow.num_steps if flow else 1)
         steps = (cfg.truncated_steps or m.flow.truncated_steps) if truncated else full_steps
+        a1 = flow and cfg.exit_runtime == 'a1' and every_exit
         noise = self.noise() if flow else None
         guide = self._guidance(prefix, obs) if (prefix is not None and flow) else None
         action, prev, values, deadline_hit = None, None, [], False
@@ -184,17 +199,22 @@ class Policy:
                 self._learn(k, seg_ms, None)
                 continue
             th = time.perf_counter()
-            x0 = prev if (truncated and prev is not None) else noise
-            action = self._action(run, x0, steps, guide)
+            if a1 and k == 0 and self._carried is not None:
+                action = self._carried  # A1 compares with its last listed action
+            else:
+                action = self._action(run, self._start(k, prev, noise, truncated, a1), steps,
+                                      guide)
             self._learn(k, seg_ms, (time.perf_counter() - th) * 1000.0)
             if mode == 'early_exit' and prev is not None and k < len(self.exits) - 1:
-                names = m.action.dim
+                names = m.action.model_dim if self.thresholds.dims == 'all' else m.action.dim
                 v = float(discrepancy(action[:, :names], prev[:, :names], self.thresholds.metric))
                 values.append(v)
                 if v <= self.thresholds.values[k - 1]:
                     break
             prev = action
         exit_k = run.index
+        if a1:
+            self._carried = action
         timings = dict(run.timings_ms)
         timings['preprocess'] = t_pre
         timings['total'] = (time.perf_counter() - t0) * 1000.0
@@ -224,6 +244,15 @@ class Policy:
         return out
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _start(self, k: int, prev, noise, truncated: bool, a1: bool) -> np.ndarray:
+        """Where exit k's flow solve starts (see 'Exit runtime' in the module docstring)."""
+        if not a1:
+            return prev if (truncated and prev is not None) else noise
+        if k == 0:
+            return noise
+        first_decision = k == 1 and self._carried is None
+        return prev if (truncated and not first_decision) else self.noise()
 
     def _action(self, run, x0, steps, guide) -> np.ndarray:
         if guide is None or self.m.flow is None:
