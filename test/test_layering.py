@@ -82,6 +82,7 @@ ALLOWED = {
                          'vla_ros.runtime'),
     'vla_ros.ros.evaluation': ('vla_ros',),
     'vla_ros.cli': ('vla_ros',),
+    'vla_ros.cli_package': ('vla_ros',),
     'vla_ros': ('vla_ros',),
 }
 
