@@ -128,7 +128,7 @@ def compare(case: Path, checkpoint: Path, package: Path, backend: str) -> list[C
     norm_w = load_file(str(checkpoint / 'model.safetensors'))['decoder.norm.weight']
     fused = _rms_norm(be.to_host(run.hidden)[0], norm_w, meta['lm']['rms_eps'])
     checks.append(check('fused_tokens', fused, z['fused_tokens'], 1e-5))
-    noise = z['initial_noise'].reshape(z['actions'].shape)
+    noise = _head_noise(z['initial_noise']).reshape(z['actions'].shape)
     velocities = []
     plain = run.velocity
 
@@ -146,6 +146,16 @@ def compare(case: Path, checkpoint: Path, package: Path, backend: str) -> list[C
     robot = policy._to_robot(action, obs.state)
     checks.append(check('actions (named dims)', robot, z['actions'][:, :robot.shape[1]], 1e-4))
     return checks
+
+
+def _head_noise(draw: np.ndarray) -> np.ndarray:
+    """The noise get_action starts from. get_action draws `torch.rand(B, 1200) * 2 - 1`; the
+    case stores the `torch.rand` draw itself, in [0, 1) (its README says U[-1, 1]; the array
+    is exactly torch.rand(1, 1200) after manual_seed(4322)). The case's outputs agree only
+    with that reading: actions_normalized - dt * sum(velocities_all_steps) gives back
+    2 * initial_noise - 1 on the action_mask = 1 dims to 5e-7. A U[-1, 1] draw of 1200 values
+    has no negative entry with probability 2**-1200, so the range tells the two apart."""
+    return draw * np.float32(2) - np.float32(1) if draw.min() >= 0 else draw
 
 
 def _server_like(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
