@@ -10,6 +10,7 @@ from vla_ros.runtime.package.loader import load_package
 from vla_ros.runtime.policy.calibration import CalibrationConfig, calibrate_package
 from vla_ros.runtime.policy.early_exit import (
     LAST_THRESHOLD,
+    calibrate,
     calibrate_for_budget,
     discrepancy,
     exit_distribution,
@@ -61,13 +62,69 @@ def test_metrics_average_over_the_horizon(metric, expected):
     assert discrepancy(a, a, metric) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize('dist', ['exp', 'gauss', 'gamma'])
-def test_budget_search_lands_near_the_budget(dist):
+def _by_hand(a, b, metric):
+    """The metric of each step (over the action vector), averaged over the steps."""
+    per = []
+    for x, y in zip(a, b, strict=True):
+        d = [u - v for u, v in zip(x, y, strict=True)]
+        if metric == 'cosine':
+            dot = sum(u * v for u, v in zip(x, y, strict=True))
+            per.append(1 - dot / (math.hypot(*x) * math.hypot(*y)))
+        elif metric == 'l2':
+            per.append(math.hypot(*d))
+        elif metric == 'mean_abs':
+            per.append(sum(abs(u) for u in d) / len(d))
+        else:
+            per.append(max(abs(u) for u in d))
+    return sum(per) / len(per)
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2', 'mean_abs', 'max_abs'])
+def test_metrics_of_a_batch_of_chunks_are_each_chunks_own(metric):
+    # (2 chunks, 3 steps, 2 dims), vectors of different lengths: a reduction over the wrong
+    # axis or a wrong normalization shows.
+    a = np.array([[[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [2.0, 0.0], [0.5, -1.0]]])
+    b = np.array([[[4.0, 3.0], [1.0, 1.0], [0.0, 1.0]], [[1.0, -1.0], [0.0, 3.0], [0.0, -2.0]]])
+    got = discrepancy(a, b, metric)
+    assert got.shape == (2,)
+    np.testing.assert_allclose(got, [_by_hand(a[0], b[0], metric),
+                                     _by_hand(a[1], b[1], metric)], rtol=1e-12)
+
+
+@pytest.mark.parametrize('which', ['a', 'b'])
+def test_metrics_compute_in_float64_whatever_the_input_dtype(which):
+    # 1 - cos = 5e-9 for these: float32 arithmetic rounds the norm to 1 and returns 0.
+    a = np.array([[1.0, 1e-4]])
+    b = np.array([[1.0, 0.0]])
+    args = (a.astype(np.float32), b) if which == 'a' else (b, a.astype(np.float32))
+    assert discrepancy(*args, 'cosine') == pytest.approx(1 - 1 / math.sqrt(1 + 1e-8),
+                                                         rel=1e-3)
+
+
+def test_calibrate_reports_the_hand_worked_exits_and_compute():
+    # exp with ratio 1 is q = (1/3, 1/3, 1/3): the same thresholds as the hand-worked q above
+    # (3 of 10 samples stop at each decision). Exits after layers 0, 1, 3, 5 of 6.
+    s = calibrate(DELTA, 'exp', 1.0, (0, 1, 3, 5), 6)
+    assert s.distribution == 'exp' and s.ratio == 1.0
+    np.testing.assert_allclose(s.thresholds, [0.3, 0.4, LAST_THRESHOLD])
+    assert s.exit_histogram.tolist() == [0, 3, 3, 4]  # the reference exit never stops
+    assert s.compute_fraction == pytest.approx((3 * 2 + 3 * 4 + 4 * 6) / 10 / 6)
+
+
+def test_calibrate_counts_every_exit_even_when_all_stop_at_the_first_decision():
+    s = calibrate(np.full((3, 10), 0.2), 'exp', 1.0, (0, 1, 3, 5), 6)  # ties: all stop
+    assert s.exit_histogram.tolist() == [0, 10, 0, 0]
+    assert s.compute_fraction == pytest.approx(2 / 6)
+
+
+@pytest.mark.parametrize('dist,budget', [('exp', 0.5), ('gauss', 0.5), ('gamma', 0.5),
+                                         ('gauss', 0.3), ('exp', 0.95), ('gamma', 0.8)])
+def test_budget_search_lands_near_the_budget(dist, budget):
     rng = np.random.default_rng(0)
     delta = rng.gamma(2.0, 1.0, size=(7, 400)) * np.linspace(1.5, 0.5, 7)[:, None]
     layers = tuple(range(1, 16, 2))  # 8 exits over 16 layers
-    s = calibrate_for_budget(delta, dist, 0.5, layers, 16)
-    assert abs(s.compute_fraction - 0.5) < 0.1
+    s = calibrate_for_budget(delta, dist, budget, layers, 16)
+    assert abs(s.compute_fraction - budget) < 0.01  # 400 samples: fine steps
     assert s.exit_histogram.sum() == 400 and s.exit_histogram[0] == 0
 
 
