@@ -5,6 +5,7 @@ tests that cover it (so a run fits a 2-core machine), and a report of the surviv
     python scripts/mutation.py                  # every module below
     python scripts/mutation.py safety early_exit   # some of them
     python scripts/mutation.py --list
+    python scripts/mutation.py --retest safety     # its survivors again, after new tests
 
 Each module runs in its own copy of the tree under out/mutation/work/<module>/ (mutmut works
 in the current directory and rewrites the sources it mutates there), with a [mutmut] section
@@ -72,30 +73,63 @@ def prepare(name: str) -> Path:
     return work
 
 
-def run(name: str, children: int) -> dict:
-    work = prepare(name)
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # the mutants must win
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # the mutants must win
+
+
+def _mutmut(work: Path, log: Path, args: list[str], children: int) -> None:
     mutmut = Path(sys.executable).parent / 'mutmut'
-    log = OUT / f'{name}.log'
-    with open(log, 'w') as f:
+    with open(log, 'a') as f:
         subprocess.run(['nice', '-n', '10', str(mutmut), 'run', '--max-children',
-                        str(children)], cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT)
-        subprocess.run([str(mutmut), 'export-cicd-stats'], cwd=work, env=env, stdout=f,
+                        str(children), *args], cwd=work, env=_env(), stdout=f,
                        stderr=subprocess.STDOUT)
+        subprocess.run([str(mutmut), 'export-cicd-stats'], cwd=work, env=_env(), stdout=f,
+                       stderr=subprocess.STDOUT)
+
+
+def _survivors(work: Path) -> list[str]:
+    mutmut = Path(sys.executable).parent / 'mutmut'
+    results = subprocess.run([str(mutmut), 'results', '--all', 'true'], cwd=work, env=_env(),
+                             capture_output=True, text=True).stdout
+    return [line.split(':')[0].strip() for line in results.splitlines()
+            if line.strip().endswith(': survived')]
+
+
+def _collect(name: str, work: Path, log: Path) -> dict:
     stats_file = work / 'mutants' / 'mutmut-cicd-stats.json'
     if not stats_file.is_file():
         raise SystemExit(f'mutmut produced no statistics for {name}; see {log}')
     stats = json.loads(stats_file.read_text())
-    results = subprocess.run([str(mutmut), 'results', '--all', 'true'], cwd=work, env=env,
-                             capture_output=True, text=True).stdout
-    survivors = [line.split(':')[0].strip() for line in results.splitlines()
-                 if line.strip().endswith(': survived')]
-    diffs = {m: subprocess.run([str(mutmut), 'show', m], cwd=work, env=env,
-                               capture_output=True, text=True).stdout for m in survivors}
+    mutmut = Path(sys.executable).parent / 'mutmut'
+    diffs = {m: subprocess.run([str(mutmut), 'show', m], cwd=work, env=_env(),
+                               capture_output=True, text=True).stdout for m in _survivors(work)}
     summary = {'module': name, 'files': list(MODULES[name][0]), 'tests': list(MODULES[name][1]),
                'stats': stats, 'survivors': diffs}
     (OUT / f'{name}.json').write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def run(name: str, children: int) -> dict:
+    work = prepare(name)
+    log = OUT / f'{name}.log'
+    log.unlink(missing_ok=True)
+    _mutmut(work, log, [], children)
+    return _collect(name, work, log)
+
+
+def retest(name: str, children: int) -> dict:
+    """The survivors of an earlier run again, against the tests as they are now."""
+    work = OUT / 'work' / name
+    if not (work / 'mutants').is_dir():
+        raise SystemExit(f'{name} has not been run yet (no {work / "mutants"})')
+    for dst in (work / 'test', work / 'mutants' / 'test'):
+        shutil.rmtree(dst)
+        shutil.copytree(ROOT / 'test', dst, ignore=shutil.ignore_patterns('__pycache__'))
+    log = OUT / f'{name}.log'
+    survivors = _survivors(work)
+    if survivors:
+        _mutmut(work, log, survivors, children)
+    return _collect(name, work, log)
 
 
 def _killed_total(stats: dict) -> tuple[int, int]:
@@ -133,6 +167,8 @@ def main() -> None:
     ap.add_argument('--list', action='store_true', help='print the module -> tests map')
     ap.add_argument('--children', type=int, default=1, help='parallel mutants (default 1)')
     ap.add_argument('--report-only', action='store_true', help='rewrite report.md only')
+    ap.add_argument('--retest', action='store_true',
+                    help="rerun an earlier run's survivors against the current tests")
     a = ap.parse_args()
     unknown = [m for m in a.modules if m not in MODULES]
     if unknown:
@@ -145,7 +181,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if not a.report_only:
         for name in a.modules or list(MODULES):
-            s = run(name, a.children)
+            s = (retest if a.retest else run)(name, a.children)
             k, t = _killed_total(s['stats'])
             print(f'{name}: {k} / {t} killed', flush=True)
     print(report())

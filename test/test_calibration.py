@@ -101,7 +101,7 @@ def test_metrics_compute_in_float64_whatever_the_input_dtype(which):
                                                          rel=1e-3)
 
 
-def test_calibrate_reports_the_hand_worked_exits_and_compute():
+def test_a_threshold_set_reports_the_hand_worked_exits_and_compute():
     # exp with ratio 1 is q = (1/3, 1/3, 1/3): the same thresholds as the hand-worked q above
     # (3 of 10 samples stop at each decision). Exits after layers 0, 1, 3, 5 of 6.
     s = calibrate(DELTA, 'exp', 1.0, (0, 1, 3, 5), 6)
@@ -111,7 +111,7 @@ def test_calibrate_reports_the_hand_worked_exits_and_compute():
     assert s.compute_fraction == pytest.approx((3 * 2 + 3 * 4 + 4 * 6) / 10 / 6)
 
 
-def test_calibrate_counts_every_exit_even_when_all_stop_at_the_first_decision():
+def test_every_exit_is_counted_even_when_all_stop_at_the_first_decision():
     s = calibrate(np.full((3, 10), 0.2), 'exp', 1.0, (0, 1, 3, 5), 6)  # ties: all stop
     assert s.exit_histogram.tolist() == [0, 10, 0, 0]
     assert s.compute_fraction == pytest.approx(2 / 6)
