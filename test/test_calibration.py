@@ -42,6 +42,42 @@ def test_a_decision_with_no_mass_never_exits():
     assert t[0] < 0 and simulate_exits(DELTA, t).min() == 1
 
 
+def test_a_decision_whose_share_is_one_sample_takes_the_smallest_delta():
+    t = filtered_quantile_thresholds(DELTA, np.array([0.1, 0.5, 0.4]))
+    assert t[0] == 0.1 and simulate_exits(DELTA, t)[0] == 0
+
+
+def test_the_last_sample_still_running_can_stop_at_a_decision():
+    # 9 of 10 stop at decision 0 (T0 = 0.9); s9 alone is left, and decision 1 takes it.
+    t = filtered_quantile_thresholds(DELTA, np.array([0.9, 0.1, 0.0]))
+    np.testing.assert_allclose(t[:2], [0.9, 0.5])
+    assert simulate_exits(DELTA, t)[9] == 1
+
+
+def test_a_sample_that_stopped_is_never_counted_again():
+    # s0 and s1 stop at decision 0; their large delta at decision 1 must not bring them back
+    # into decision 2's quantile, which is s3's delta alone.
+    delta = np.array([[0.1, 0.2, 0.9, 0.9], [0.9, 0.9, 0.1, 0.9], [0.05, 0.05, 0.5, 0.7],
+                      [0.0] * 4])
+    t = filtered_quantile_thresholds(delta, np.array([0.5, 0.25, 0.25, 0.0]))
+    np.testing.assert_allclose(t[:3], [0.2, 0.1, 0.7])
+    assert simulate_exits(delta, t).tolist() == [0, 0, 1, 2]
+
+
+def test_bad_metric_distribution_or_q_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match="metric 'magic' is not one of"):
+        discrepancy(np.ones((2, 2)), np.ones((2, 2)), 'magic')
+    with pytest.raises(ValueError, match="distribution 'magic' is not one of"):
+        exit_distribution('magic', 0.5, 3)
+    with pytest.raises(ValueError, match=r'q has shape \(2,\), expected \(3,\)'):
+        filtered_quantile_thresholds(DELTA, np.array([0.5, 0.5]))
+
+
+def test_a_distribution_with_no_mass_is_refused():
+    with pytest.raises(ValueError, match='puts no mass on any exit'):
+        exit_distribution('exp', 0.0, 3)
+
+
 def test_exit_distributions_follow_a1():
     np.testing.assert_allclose(exit_distribution('exp', 0.5, 3), np.array([0.5, 0.25, 0.125])
                                / 0.875)
@@ -117,8 +153,11 @@ def test_every_exit_is_counted_even_when_all_stop_at_the_first_decision():
     assert s.compute_fraction == pytest.approx(2 / 6)
 
 
+# Low and high budgets need the ends of each search bracket (gauss centre below 1 or near
+# the last decision, gamma shape below 1).
 @pytest.mark.parametrize('dist,budget', [('exp', 0.5), ('gauss', 0.5), ('gamma', 0.5),
-                                         ('gauss', 0.3), ('exp', 0.95), ('gamma', 0.8)])
+                                         ('gauss', 0.3), ('gauss', 0.95), ('exp', 0.95),
+                                         ('gamma', 0.34), ('gamma', 0.8)])
 def test_budget_search_lands_near_the_budget(dist, budget):
     rng = np.random.default_rng(0)
     delta = rng.gamma(2.0, 1.0, size=(7, 400)) * np.linspace(1.5, 0.5, 7)[:, None]
