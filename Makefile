@@ -1,10 +1,11 @@
 # The two commands of the README. Each sets up (or reuses) .venv, then runs.
 #   make demo   the main job: the closed-loop demo on the shipped default model
 #   make test   the test suite (what CI runs)
+#   make mutation  mutmut over the safety-critical modules (slow, not in CI; ARGS="safety")
 VENV ?= $(CURDIR)/.venv
 export VLA_ROS_VENV := $(VENV)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint mutation clean
 setup:
 	@scripts/bootstrap.sh
 
@@ -13,6 +14,9 @@ demo: setup
 
 test: setup
 	@$(VENV)/bin/python -m pytest $(ARGS)
+
+mutation: setup
+	@nice -n 10 $(VENV)/bin/python scripts/mutation.py $(ARGS)
 
 lint: setup
 	@$(VENV)/bin/python -m ruff check .

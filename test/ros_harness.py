@@ -44,6 +44,7 @@ class RosHarness:
         self.camera_on.set()
         self.frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
         self.malformed = False
+        self.camera_stamps: list[float] = []  # every header stamp published, in seconds
 
     def add(self, node, own_executor: bool = False) -> None:
         if own_executor:
@@ -73,6 +74,7 @@ class RosHarness:
                 else:
                     numpy_to_image(self.frame, 'rgb8', msg)
                 msg.header.stamp = self.io.get_clock().now().to_msg()
+                self.camera_stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
                 p.publish(msg)
 
         self.io.create_timer(1.0 / rate_hz, publish)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -321,7 +320,12 @@ def test_property_producer_and_consumer_threads_share_the_queue_safely():
 
 
 def test_rtc_blend_at_a_delay_beyond_the_horizon_still_merges():
+    # A delay of 3 of H = 4 steps leaves no soft region (s is clamped to 1): the executing
+    # plan is kept through the frozen prefix, continuous at now, and the new chunk follows.
     q = ActionQueue(1, 'rtc_blend')
-    q.add_chunk(chunk(0.0, np.zeros(4)), now=0.0)
+    q.add_chunk(chunk(0.04, np.zeros(4)), now=0.04)
     report = q.add_chunk(chunk(0.05, np.ones(4)), now=0.05 + 0.12)
-    assert not report.stale and math.isfinite(q.target(0.17).position[0])
+    assert not report.stale and report.dropped_steps == 3
+    assert report.jump_position == pytest.approx(0.0, abs=1e-12)
+    assert q.target(0.17).position[0] == pytest.approx(0.0, abs=1e-12)
+    assert q.target(0.20).position[0] == pytest.approx(1.0)

@@ -213,3 +213,79 @@ def test_an_oversized_manifest_is_refused_before_parsing(tiny_package):
     path.write_text(json.dumps(data))
     with pytest.raises(PackageError, match='at most'):
         read_manifest(tiny_package)
+
+
+def _rewrite_graph(root: Path, nodes, initializers=(), functions=(), opsets=()) -> None:
+    """Replaces the tiny package's graph (same I/O) and rehashes the manifest."""
+    from conftest import manifest_dict
+    from onnx import TensorProto, helper, save
+
+    x = helper.make_tensor_value_info('noisy_actions', TensorProto.FLOAT, [1, 4, 2])
+    y = helper.make_tensor_value_info('velocity', TensorProto.FLOAT, [1, 4, 2])
+    graph = helper.make_graph(nodes, 'head_step', [x], [y], initializer=list(initializers))
+    model = helper.make_model(graph, functions=list(functions),
+                              opset_imports=[helper.make_opsetid('', 20), *opsets])
+    save(model, root / 'graphs' / 'head_step.onnx')
+    write_manifest(root, parse_manifest(manifest_dict()))
+
+
+@pytest.mark.parametrize('domain', ['com.example.custom', 'com.microsoft'])
+def test_a_graph_with_a_custom_operator_domain_is_refused(tiny_package, domain):
+    from onnx import helper
+
+    _rewrite_graph(tiny_package, [helper.make_node('Gelu', ['noisy_actions'], ['velocity'],
+                                                   domain=domain)],
+                   opsets=[helper.make_opsetid(domain, 1)])
+    err = _rejects(tiny_package, 'unsafe_file', 'custom operator domain')
+    assert "graph 'head_step'" in str(err) and repr(domain) in str(err)
+
+
+def test_a_custom_domain_inside_a_subgraph_is_refused(tiny_package):
+    from onnx import TensorProto, helper
+
+    inner = helper.make_graph(
+        [helper.make_node('MyOp', ['noisy_actions'], ['out'], domain='com.example.custom')],
+        'then', [], [helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 4, 2])])
+    other = helper.make_graph(
+        [helper.make_node('Neg', ['noisy_actions'], ['out'])],
+        'else', [], [helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 4, 2])])
+    cond = helper.make_tensor('cond', TensorProto.BOOL, [], [True])
+    _rewrite_graph(tiny_package, [helper.make_node('If', ['cond'], ['velocity'],
+                                                   then_branch=inner, else_branch=other)],
+                   initializers=[cond])
+    _rejects(tiny_package, 'unsafe_file', "domain 'com.example.custom'")
+
+
+def test_a_function_the_model_defines_itself_is_allowed(tiny_package):
+    from onnx import helper
+
+    fn = helper.make_function('pkg.local', 'Negate', ['x'], ['y'],
+                              [helper.make_node('Neg', ['x'], ['y'])],
+                              [helper.make_opsetid('', 20)])
+    _rewrite_graph(tiny_package, [helper.make_node('Negate', ['noisy_actions'], ['velocity'],
+                                                   domain='pkg.local')],
+                   functions=[fn], opsets=[helper.make_opsetid('pkg.local', 1)])
+    assert load_package(tiny_package).manifest.graphs[0].name == 'head_step'
+
+
+@pytest.mark.parametrize('location,kind', [
+    ('/etc/passwd', 'path_escape'), ('../../outside.data', 'path_escape'),
+    ('head_step.onnx.data', 'unsafe_file')])  # relative, but not a listed data file
+def test_external_data_outside_the_graphs_listed_files_is_refused(tiny_package, location,
+                                                                   kind):
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor('w', TensorProto.FLOAT, [1], [1.0])
+    w.data_location = TensorProto.EXTERNAL
+    entry = w.external_data.add()
+    entry.key, entry.value = 'location', location
+    _rewrite_graph(tiny_package, [helper.make_node('Mul', ['noisy_actions', 'w'],
+                                                   ['velocity'])], initializers=[w])
+    err = _rejects(tiny_package, kind, 'external data' if kind == 'unsafe_file' else 'path')
+    assert "graph 'head_step'" in str(err) and location in str(err)
+
+
+def test_shipped_models_pass_the_graph_checks():
+    root = Path(__file__).resolve().parents[1] / 'models'
+    for name in ('default', 'default-fr3'):
+        assert load_package(root / name).manifest.graphs

@@ -100,7 +100,11 @@ def test_action_chunks_are_published_with_the_observation_stamp(ros, robot_packa
     assert wait_for(lambda: len(chunks) >= 2, 20)
     msg = chunks[-1]
     assert list(msg.joint_names) == [f'joint{i}' for i in range(1, 7)]
-    assert len(msg.points) == 4 and msg.header.stamp.sec > 0
+    assert len(msg.points) == 4
+    # The observation stamp is the earliest camera header stamp of the frames it was made
+    # from: one of the stamps the test published (to the float64 seconds round trip).
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    assert min(abs(stamp - s) for s in list(ros.camera_stamps)) < 1e-6, stamp
 
 
 def test_hot_swap_to_a_good_package_keeps_commanding(ros, robot_packages, tmp_path):

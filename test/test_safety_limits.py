@@ -294,6 +294,20 @@ def test_acceleration_lowered_while_rushing_at_a_limit_still_stops_inside_it(epi
     _assert_acceleration_within_limits(run, respect_hard_limit=True)
 
 
+@settings(PROPERTY, max_examples=35)
+@given(rushes_at_a_limit())
+def test_a_lowered_acceleration_scale_never_brings_a_joint_to_a_hard_limit(episode):
+    # With a margin, braking at the lowered scale comes to rest inside the margin, and where
+    # that does not fit before the hard limit it stops half the margin short of it: the hard
+    # limit is never reached, let alone at speed.
+    robot, plan = episode
+    m = max(robot.config.position_margin, 0.05 * float(np.min(robot.upper - robot.lower)))
+    robot = replace(robot, config=replace(robot.config, position_margin=m),
+                    start=np.clip(robot.start, robot.lower + m, robot.upper - m))
+    run = simulate(robot, plan)
+    assert np.all(run.x > robot.lower) and np.all(run.x < robot.upper)
+
+
 @st.composite
 def interrupted_motions(draw):
     """Motions cut by disengage or e-stop (+ reset) at random ticks and engaged again a few

@@ -100,3 +100,26 @@ def test_period_mode_requests_at_a_fixed_rate():
 def test_request_policy_validates_its_value():
     with pytest.raises(ValueError, match='outside'):
         RequestPolicy('horizon_fraction', 1.5)
+
+
+@pytest.mark.parametrize('kwargs', [dict(window=0), dict(percentile=0.0),
+                                    dict(percentile=100.5), dict(warmup=-1),
+                                    dict(initial_s=-0.01)])
+def test_latency_estimator_settings_outside_their_range_are_refused(kwargs):
+    with pytest.raises(ValueError, match='bad latency estimator settings'):
+        LatencyEstimator(**kwargs)
+
+
+@pytest.mark.parametrize('kwargs', [dict(window=1), dict(percentile=0.5),
+                                    dict(percentile=100.0), dict(warmup=0),
+                                    dict(initial_s=0.0)])
+def test_latency_estimator_settings_at_the_edge_of_their_range_are_accepted(kwargs):
+    est = LatencyEstimator(**kwargs)
+    est.add(0.2)
+    est.add(0.2)
+    est.add(0.3)
+    assert 0.0 <= est.estimate_s() <= 0.3
+
+
+def test_before_any_sample_the_estimate_is_the_initial_guess_of_0_1_s():
+    assert LatencyEstimator().estimate_s() == 0.1

@@ -20,9 +20,11 @@ disengaged re-anchor set the command to the measured pose, where the arm already
   limit was lowered while moving faster: then |v| comes down to it at a, never by a jump;
 - |v_k - v_{k-1}| <= a dt, with a lowered acceleration_scale applying from its first tick.
   The one exception: a is lowered while the joint is too fast to stop inside its hard limit at
-  the new a. Then it brakes uniformly just as hard as it must to stop at that limit (never
-  harder than the unscaled acceleration, which the braking above always leaves enough room
-  for): the hard position limit wins over the scaled comfort limit;
+  the new a. Then it brakes uniformly just as hard as it must to come to rest half the margin
+  short of that limit (never harder than the unscaled acceleration, whose braking curve the
+  motion above always keeps inside the margin-limits, so that stop always fits): the hard
+  position limit wins over the scaled comfort limit, and a joint reaches a hard limit only
+  at rest (its last step there at most a dt), never at speed (with a margin > 0);
 - a target is approached on the discrete braking curve (at speed v this tick, then v - a dt,
   v - 2 a dt, ... the joint comes to rest within the remaining distance), so it is not
   overshot in ordinary tracking and is landed on exactly, without chattering, once the
@@ -184,7 +186,8 @@ class SafetyFilter:
         # Only the limit being moved toward can need braking: mirror so that it is the upper.
         sign = np.copysign(1.0, v)
         room = np.where(sign > 0, self.upper - self.cmd, self.cmd - self.lower)
-        v = sign * self._limit_braking(sign * v, sign * self.vel, room, amax, dt)
+        v = sign * self._limit_braking(sign * v, sign * self.vel, room, amax, dt,
+                                       0.5 * self.config.position_margin)
         v = np.minimum(np.maximum(v, -self.vmax), self.vmax)
         new = self.cmd + v * dt
         if goal is not None:
@@ -202,7 +205,7 @@ class SafetyFilter:
         return Command(self.cmd.copy(), self.vel.copy(), self.state, self.reason)
 
     def _limit_braking(self, v: np.ndarray, vel: np.ndarray, room: np.ndarray,
-                       amax: np.ndarray, dt: float) -> np.ndarray:
+                       amax: np.ndarray, dt: float, spare: float) -> np.ndarray:
         """Bounds velocities `v` >= 0 (after the previous `vel`) toward a hard limit `room`
         away, so the joint always stops before it.
 
@@ -210,14 +213,16 @@ class SafetyFilter:
         joint within its braking distance of them (holding brakes the same way), so this binds
         only when acceleration_scale was lowered mid-motion: braking at the new a then uses
         the margin, and where not even the hard limit leaves room for that, the joint brakes
-        uniformly just as hard as stopping at the hard limit needs, no harder than the
-        unscaled limit (whose braking curve it is always within)."""
+        uniformly just as hard as stopping `spare` (half the margin) short of the hard limit
+        needs, no harder than the unscaled limit (whose braking curve ends before the
+        margin-limit, so that stop always fits): it never reaches the hard limit at speed."""
         short = v > _stop_speed(room, amax, dt)  # then v already brakes as hard as a allows
         if not short.any():
             return v
-        need = np.clip(vel * vel / np.maximum(2.0 * room + vel * dt, 1e-300), amax, self.amax)
+        aim = np.maximum(room - spare, 0.0)
+        need = np.clip(vel * vel / np.maximum(2.0 * aim + vel * dt, 1e-300), amax, self.amax)
         forced = np.maximum(np.maximum(vel - self.amax * dt, 0.0),
-                            np.minimum(vel - need * dt, _stop_speed(room, self.amax, dt)))
+                            np.minimum(vel - need * dt, _stop_speed(aim, self.amax, dt)))
         return np.where(short, forced, v)
 
     # --- trajectories ------------------------------------------------------------------------

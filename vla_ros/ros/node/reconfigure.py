@@ -28,16 +28,20 @@ from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.policy.policy import PolicyConfig
 
 POLICY_PARAMS = ('policy_mode', 'threshold_set', 'exit_layer')
+DYNAMIC = 'dynamic: may change while active'
+STATIC = 'static: may change only while unconfigured'
 
 
 def descriptor(p: Param) -> ParameterDescriptor:
     """The ROS descriptor of a parameter: its type, and its range as FloatingPointRange /
-    IntegerRange so `ros2 param describe` shows it and rclpy enforces it. Choices have no
-    ROS field: they are in additional_constraints and checked here. Not read_only:
-    non-dynamic parameters may change while unconfigured (rejected with a reason otherwise)."""
+    IntegerRange so `ros2 param describe` shows it and rclpy enforces it. Choices and when it
+    may change have no ROS field: additional_constraints says both ('dynamic' or 'static',
+    then the choices), and they are checked here. Not read_only: static parameters may change
+    while unconfigured (rejected with a reason otherwise)."""
+    when = DYNAMIC if p.dynamic else STATIC
     d = ParameterDescriptor(description=p.description, read_only=False,
-                            additional_constraints=(f'one of {list(p.choices)}'
-                                                    if p.choices else ''))
+                            additional_constraints=(f'{when}; one of {list(p.choices)}'
+                                                    if p.choices else when))
     if p.range is not None and p.kind == 'double':
         d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]),
                                                      to_value=float(p.range[1]), step=0.0)]

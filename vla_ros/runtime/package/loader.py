@@ -3,8 +3,10 @@
 A package is a directory holding `manifest.json` and the files it lists (ONNX graphs and
 their external data, the tokenizer, optional JSON/safetensors side files). Loading checks,
 besides the manifest itself (`parse.py`): every listed file exists, no unlisted file is
-present, hashes match, and each file passes `files.py` (no path escapes the directory,
-symlinks included; nothing can execute code when loaded). Standard library only.
+present, hashes match, each file passes `files.py` (no path escapes the directory,
+symlinks included; nothing can execute code when loaded), and each ONNX graph uses only the
+standard operator domains and its own listed external data (`onnx_refs.py`). Standard library
+only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vla_ros.runtime.package.files import (
     sha256_file,
 )
 from vla_ros.runtime.package.manifest import FileEntry, Manifest
+from vla_ros.runtime.package.onnx_refs import check_graph_file
 from vla_ros.runtime.package.parse import parse_manifest
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -114,6 +117,10 @@ def load_package(root: str | os.PathLike[str], *, verify_hashes: bool = True) ->
         if verify_hashes and sha256_file(path) != entry.sha256:
             raise PackageError('hash_mismatch', f'{rel!r} does not match its sha256 in the '
                                'manifest; the file is corrupt or was changed after export')
+    if verify_hashes:  # the quick pre-check (a swap request, on the executor) reads no graph
+        for g in manifest.graphs:
+            for v in g.variants.values():
+                check_graph_file(root, g.name, v.file, v.data_files)
     return ModelPackage(root=root, manifest=manifest)
 
 
