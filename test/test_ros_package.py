@@ -37,6 +37,7 @@ def test_package_xml_is_valid_format_3():
 IMPORT_KEYS = {
     'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
     'onnxruntime': 'python3-onnxruntime-pip', 'tokenizers': 'python3-tokenizers-pip',
+    'simplejpeg': 'python3-simplejpeg-pip',
     'pybullet': 'python3-pybullet-pip', 'pybullet_data': 'python3-pybullet-pip',
     'matplotlib': 'python3-matplotlib', 'PIL': 'python3-pil',
     'rclpy': 'rclpy', 'builtin_interfaces': 'builtin_interfaces', 'std_msgs': 'std_msgs',
