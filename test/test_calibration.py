@@ -107,7 +107,9 @@ def _by_hand(a, b, metric):
         if metric == 'cosine':
             dot = sum(u * v for u, v in zip(x, y, strict=True))
             per.append(1 - dot / (math.hypot(*x) * math.hypot(*y)))
-        elif metric == 'l2':
+        elif metric == 'l2':  # A1's L2: the root mean square of the difference
+            per.append(math.sqrt(sum(u * u for u in d) / len(d)))
+        elif metric == 'l2_norm':
             per.append(math.hypot(*d))
         elif metric == 'mean_abs':
             per.append(sum(abs(u) for u in d) / len(d))
@@ -116,7 +118,7 @@ def _by_hand(a, b, metric):
     return sum(per) / len(per)
 
 
-@pytest.mark.parametrize('metric', ['cosine', 'l2', 'mean_abs', 'max_abs'])
+@pytest.mark.parametrize('metric', ['cosine', 'l2', 'l2_norm', 'mean_abs', 'max_abs'])
 def test_metrics_of_a_batch_of_chunks_are_each_chunks_own(metric):
     # (2 chunks, 3 steps, 2 dims), vectors of different lengths: a reduction over the wrong
     # axis or a wrong normalization shows.
@@ -236,8 +238,8 @@ def _a1_delta(policy, observations, metric: str) -> list[list[float]]:
                 cos = [float(x @ y) / (np.linalg.norm(x) * np.linalg.norm(y))
                        for x, y in zip(a, b, strict=True)]
                 per.append(sum(1 - c for c in cos) / len(cos))
-            else:  # l2
-                per.append(float(np.mean(np.sqrt(np.sum((a - b) ** 2, axis=-1)))))
+            else:  # l2: A1's RMS over the action vector
+                per.append(float(np.mean(np.sqrt(np.mean((a - b) ** 2, axis=-1)))))
         rows.append(per)
     return [list(col) for col in zip(*rows, strict=True)]
 
