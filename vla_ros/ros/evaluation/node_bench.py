@@ -94,6 +94,7 @@ def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
         if node.worker:
             node.worker.stop(timeout_s=10)
         executor.shutdown(timeout_sec=5)
+        spin.join(timeout=5)  # no callback may still be waiting on the node's handles
         node.destroy_node()
         rclpy.shutdown()
         for p in peers:
