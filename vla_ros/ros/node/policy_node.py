@@ -92,9 +92,11 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
         self._control_stop = threading.Event()
         self._control_thread: threading.Thread | None = None
         self._ticks = []  # control tick times (monotonic), bounded below
+        self._tick_log: list[float] | None = None  # every tick, while a bench records
+        self._e2e_pending: float | None = None  # stamp of a new chunk not yet commanded
         self._missed_ticks = 0
         self._seen_chunks = 0
-        self.e2e_ms: list[float] = []  # observation stamp -> first command using its chunk
+        self.e2e_ms: list[float] = []  # observation stamp -> first command sent using its chunk
         self._last_cmd = None
         self._last_measured = None  # the arm's last complete joint positions
         self._trajectory_tick = 0
