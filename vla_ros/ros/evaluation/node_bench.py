@@ -155,8 +155,6 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                    duration_s: float = 20.0, control_rate_hz: float = 100.0,
                    swap_to: str | None = None, instruction: str = 'pick up the red block',
                    params: dict | None = None, progress=print) -> dict:
-    from rclpy.parameter import Parameter
-
     report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz,
                     'params': dict(params or {}), 'cpus': os.cpu_count(),
                     'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', '')}
@@ -182,7 +180,7 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
             report.update(main)
             report.update(runtime_report(node, m, inferences0))
             if swap_to:
-                report['swap'] = _swap(node, swap_to, Parameter, main, control_rate_hz)
+                report['swap'] = _swap(node, swap_to, main, control_rate_hz)
         finally:
             ref_ticks = _stop_reference(reference)
             node._tick_log = None
@@ -219,8 +217,10 @@ def _progress_line(node, t0: float, progress) -> None:
              f'{cmd.state if cmd else "-"}{why}')
 
 
-def _swap(node, swap_to: str, Parameter, main: dict, rate_hz: float) -> dict:
+def _swap(node, swap_to: str, main: dict, rate_hz: float) -> dict:
     """Swaps to `swap_to` and measures from the request until the new model serves."""
+    from rclpy.parameter import Parameter
+
     ts0 = time.monotonic()
     result = node.set_parameters([Parameter('model_path', value=swap_to)])[0]
     if not result.successful:
