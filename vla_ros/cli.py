@@ -232,7 +232,8 @@ def _bench_package(args: argparse.Namespace) -> int:
 
         extra = bench_backends(cfg)
     report = bench_package(pkg, cfg, progress=(lambda _: None) if quiet else print,
-                           extra_backends=extra)
+                           extra_backends=extra, memory_refs={
+                               'torch': 'vla_ros.export.torch_backend:bench_backends'})
     from vla_ros.ros.evaluation.overhead_step import package_overhead
 
     report.update(package_overhead(str(pkg.root), args.overhead_cameras))
