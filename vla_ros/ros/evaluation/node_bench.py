@@ -42,16 +42,15 @@ def _pct(values) -> dict[str, float]:
 def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
                       control_rate_hz: float = 100.0, instruction: str = '',
                       params: dict | None = None, scene: str = '',
-                      peer_params: dict | None = None):
+                      peer_params: dict | None = None, executor_kind: str = 'single'):
     """Yields (node, manifest): the vla_policy node configured, activated and receiving, in
     this process, with the sim robot (and the sim cameras, or the robot's scene cameras) as
     separate processes on a private ROS domain; everything is torn down on exit."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from vla_ros.ros.node.policy_node import VlaPolicyNode
+    from vla_ros.ros.node.policy_node import VlaPolicyNode, make_executor
     from vla_ros.runtime.package.loader import read_manifest
 
     m = read_manifest(package)
@@ -85,7 +84,7 @@ def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
         Parameter('control_rate_hz', value=control_rate_hz),
         Parameter('qos_reliable_sensors', value=True),
         *[Parameter(k, value=v) for k, v in (params or {}).items()]])
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = make_executor(executor_kind)
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
@@ -135,6 +134,28 @@ def runtime_report(node, m, inferences0: int = 0) -> dict:
     return rep
 
 
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by each thread of this process, by Python thread name (native
+    threads, DDS's among them, are summed as 'native')."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf('SC_CLK_TCK')
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir('/proc/self/task')
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f'/proc/self/task/{tid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), 'native')
+        name = 'executor' if name.startswith('Thread-') or 'ThreadPool' in name else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _start_reference(rate_hz: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.evaluation.reference_loop',
                              str(rate_hz)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -171,11 +192,15 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
             node.e2e_ms.clear()
             inferences0 = node.worker.stats.inferences
             node.worker.stats.exit_counts.clear()
+            cpu0 = _thread_cpu_s()
             t0 = time.monotonic()
             while time.monotonic() - t0 < duration_s:
                 time.sleep(min(1.0, duration_s - (time.monotonic() - t0)))
                 _progress_line(node, t0, progress)
             t1 = time.monotonic()
+            cpu1 = _thread_cpu_s()
+            report['thread_cpu_fraction'] = {k: (v - cpu0.get(k, 0.0)) / (t1 - t0)
+                                             for k, v in sorted(cpu1.items())}
             main = tick_stats(window(node._tick_log, t0, t1), control_rate_hz)
             report.update(main)
             report.update(runtime_report(node, m, inferences0))

@@ -31,6 +31,7 @@ from vla_ros.runtime.backends.base import BackendError
 from vla_ros.runtime.chunking.chunk import ActionChunk
 from vla_ros.runtime.package.loader import read_manifest
 from vla_ros.runtime.policy.policy import Observation, PolicyConfig
+from vla_ros.runtime.serving.background import BackgroundLoad
 from vla_ros.runtime.serving.frame_ring import FrameReader, FrameRing, FrameRingError
 
 
@@ -43,7 +44,7 @@ class BackendSpec:
 
 
 def _serve(conn, package_dir: str, backend: BackendSpec, config: PolicyConfig, nice: int,
-           warmup: int) -> None:
+           warmup: int, background: bool = False) -> None:
     """Child process: load, warm up, then answer requests until 'close' or EOF."""
     import numpy as np
 
@@ -56,6 +57,9 @@ def _serve(conn, package_dir: str, backend: BackendSpec, config: PolicyConfig, n
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
         os.nice(nice)
+    bg = BackgroundLoad()
+    if background:  # a hot-swap: the control loop ticks beside this load
+        bg.enter()
     try:
         pkg = load_package(package_dir)
         options = {'threads': backend.threads} if backend.kind == 'onnxruntime' else {}
@@ -70,7 +74,8 @@ def _serve(conn, package_dir: str, backend: BackendSpec, config: PolicyConfig, n
         conn.send(('error', f'{type(e).__name__}: {e}'))
         conn.close()
         return
-    conn.send(('ready', be.describe()))
+    bg.leave()
+    conn.send(('ready', be.describe() + (f' (loaded with {bg.state})' if background else '')))
     reader: FrameReader | None = None
     while True:
         try:
@@ -138,7 +143,7 @@ class PolicyProcess:
     def __init__(self, package_dir: str, backend: BackendSpec = BackendSpec(),
                  config: PolicyConfig | None = None, *, nice: int = 5, warmup: int = 2,
                  start_timeout_s: float = 300.0, infer_timeout_s: float = 60.0,
-                 shared_frames: bool = True) -> None:
+                 shared_frames: bool = True, background_load: bool = False) -> None:
         self.m = read_manifest(package_dir)
         self.shared_frames = shared_frames
         self._ring: FrameRing | None = None  # made for the first frames, in _send_frames
@@ -147,16 +152,18 @@ class PolicyProcess:
         self.infer_timeout_s = infer_timeout_s
         self._start_args = (backend, nice, warmup, start_timeout_s)
         self.restarts = 0
-        self._start()
+        # Loaded beside a running control loop (hot-swap): one CPU, idle priority until ready
+        # (background.py). A restart after a crash loads at full speed: the arm holds then.
+        self._start(background_load)
         self.exits = tuple(self.m.exits.layers)
 
-    def _start(self) -> None:
+    def _start(self, background: bool = False) -> None:
         backend, nice, warmup, start_timeout_s = self._start_args
         ctx = mp.get_context('spawn')
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, name=f'vla_policy:{self.m.name}',
                                  args=(child, self.package_dir, backend, self.config, nice,
-                                       warmup), daemon=True)
+                                       warmup, background), daemon=True)
         self._proc.start()
         child.close()
         kind, detail = self._receive(start_timeout_s, 'load')
