@@ -36,7 +36,7 @@ def test_loading_runs_on_one_cpu_at_low_priority_and_gets_everything_back():
     (cpus, during, policy_during, thread_during, thread_after, thread_policy, after,
      policy_after, state) = eval(out)  # our own probe's repr
     assert len(during) == 1 and thread_during == during  # threads made meanwhile share it
-    assert policy_during in (os.SCHED_IDLE, os.SCHED_BATCH)
+    assert policy_during == os.SCHED_BATCH
     assert after == cpus and thread_after == cpus
     assert policy_after == os.SCHED_OTHER and thread_policy == os.SCHED_OTHER
     assert 'cpu' in state

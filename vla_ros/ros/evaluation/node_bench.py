@@ -157,9 +157,12 @@ def _thread_cpu_s() -> dict[str, float]:
 
 
 def _start_reference(rate_hz: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.evaluation.reference_loop',
+    proc = subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.evaluation.reference_loop',
                              str(rate_hz)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
+    if proc.stdout.readline().strip() != 'ticking':
+        raise RuntimeError(f'the reference loop did not start (exit code {proc.poll()})')
+    return proc
 
 
 def _stop_reference(proc: subprocess.Popen) -> list[float]:

@@ -5,8 +5,9 @@ interval as the node's control thread, but does no work and shares no interprete
 period error is what the machine's load alone costs a loop at that rate. `vla-ros bench node`
 runs it beside the node for the whole run; both record monotonic tick times (CLOCK_MONOTONIC
 is shared by all processes), so any window of the run compares like with like.
-Run: `python -m vla_ros.ros.evaluation.reference_loop RATE_HZ`; it ticks until stdin closes
-or a line arrives, then prints its tick times as one JSON list. Imports no ROS.
+Run: `python -m vla_ros.ros.evaluation.reference_loop RATE_HZ`; it prints 'ticking' once its
+loop runs, ticks until stdin closes or a line arrives, then prints its tick times as one JSON
+list. Imports no ROS.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     stop = threading.Event()
     waiter = threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True)
     waiter.start()
+    print('ticking', flush=True)
     ticks = run(rate_hz, stop)
     print(json.dumps(ticks), flush=True)
 

@@ -6,24 +6,17 @@ files, ONNX Runtime's graph optimisation, the first inferences on every core) ra
 loop's missed ticks. While it loads, the new process therefore runs
   - on one CPU only (affinity: the last of the allowed ones, so every thread it starts,
     ONNX Runtime's pool included, shares that CPU), and
-  - at SCHED_IDLE where it can come back from it (as root, or with an RLIMIT_NICE that
-    allows its nice value), else SCHED_BATCH (no wake-up preemption of the loop),
-and gets its CPUs and its normal policy back once it is ready, before it serves. Linux only;
-elsewhere it is a no-op. Imports the standard library only.
+  - under SCHED_BATCH (it never preempts the loop on wake-up; the kernel treats it as
+    CPU-bound), on top of the inference process's nice value,
+and gets its CPUs and its normal policy back once it is ready, before it serves. SCHED_IDLE
+was tried and dropped: on a loaded 2-core machine it starved the load (one swap of the
+default model took 103 s instead of about 1 s) while the loop missed ticks at its background
+rate all that time. Linux only; elsewhere it is a no-op. Imports the standard library only.
 """
 
 from __future__ import annotations
 
 import os
-import resource
-
-
-def _can_leave_idle(nice: int) -> bool:
-    if os.geteuid() == 0:
-        return True
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NICE)
-    # RLIMIT_NICE r allows nice values down to 20 - r.
-    return soft == resource.RLIM_INFINITY or 20 - soft <= nice
 
 
 class BackgroundLoad:
@@ -46,12 +39,10 @@ class BackgroundLoad:
                 applied.append(f'cpu {max(self._cpus)} of {len(self._cpus)}')
         except OSError:
             self._cpus = None
-        nice = os.getpriority(os.PRIO_PROCESS, 0)
-        wanted = os.SCHED_IDLE if _can_leave_idle(nice) else os.SCHED_BATCH
         try:
             self._policy = os.sched_getscheduler(0)
-            os.sched_setscheduler(0, wanted, os.sched_param(0))
-            applied.append('SCHED_IDLE' if wanted == os.SCHED_IDLE else 'SCHED_BATCH')
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            applied.append('SCHED_BATCH')
         except OSError:
             self._policy = None
         self.state = ', '.join(applied) or 'nothing applicable'
