@@ -178,12 +178,13 @@ def _stop_reference(proc: subprocess.Popen) -> list[float]:
 def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                    duration_s: float = 20.0, control_rate_hz: float = 100.0,
                    swap_to: str | None = None, instruction: str = 'pick up the red block',
-                   params: dict | None = None, progress=print) -> dict:
-    report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz,
+                   params: dict | None = None, progress=print,
+                   executor: str = 'single') -> dict:
+    report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz, 'executor': executor,
                     'params': dict(params or {}), 'cpus': os.cpu_count(),
                     'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', '')}
     with policy_with_peers(package, robot, controller, control_rate_hz, instruction,
-                           params) as (node, m, _):
+                           params, executor_kind=executor) as (node, m, _):
         report['package'] = m.name
         report['ros_domain_id'] = os.environ.get('ROS_DOMAIN_ID', '')
         report['load_start'] = machine_load()

@@ -1,8 +1,8 @@
 """The `vla_policy` lifecycle node: cameras and joint states in, safe commands out.
 
 Threads and what they own:
-  executor callbacks  subscriptions store into InputSlots; services, parameters, status and
-                      trajectory updates.
+  executor callbacks  subscriptions store into InputSlots; services, parameters, status.
+                      One thread (make_executor): fewer threads contending for the GIL.
   control thread      the control loop at control_rate_hz: owns the SafetyFilter through
                       `_safety_lock` (which services and parameter callbacks also take) and
                       publishes the streamed commands. A thread sleeping to absolute tick
@@ -310,12 +310,13 @@ def make_executor(kind: str = 'single'):
     """The executor for the node's callbacks: 'single' (SingleThreadedExecutor, the default)
     or 'multi' (4 threads). Every callback only stores or flips state, so one thread serves
     them; and each extra thread is one more contender for the GIL when the control thread
-    wakes for its tick. Measured with `vla-ros bench node` on 2 loaded cores (same run
-    conditions, 15 s each): missed ticks 81 with one thread against 241 with 4 and 383 with 2;
-    tick error p99 9.2 ms against 15.3 and 18.4 ms. The cost: while a lifecycle transition
-    runs in a callback (configure loads the model; deactivate waits, at most 5 s, for the arm
-    to brake to rest), other callbacks wait for it; the control thread keeps ticking and
-    braking meanwhile, and an e-stop that arrives then latches when the transition ends."""
+    wakes for its tick. Measured with `vla-ros bench node` on 2 loaded cores, interleaved
+    runs of 15 s, median of 3: tick error p99 2.26x a bare reference loop with one thread
+    against 3.74x with four, 32 ticks missed against 111. The cost: while a lifecycle
+    transition runs in a callback (configure loads the model; deactivate waits, at most 5 s,
+    for the arm to brake to rest), other callbacks wait for it; the control thread keeps
+    ticking and braking meanwhile, and an e-stop that arrives then latches when the
+    transition ends."""
     if kind not in EXECUTORS:
         raise ValueError(f'executor {kind!r} is not one of {EXECUTORS}')
     if kind == 'single':
