@@ -45,6 +45,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     k.add_argument('--torch-checkpoint', help='also run torch eager of the same weights')
     k.add_argument('--data', help='observation set (.npz) instead of synthetic frames')
     k.add_argument('--plots', help='write latency and exit histograms (PNG) here')
+    k.add_argument('--overhead-cameras', type=int, default=3, help='VGA frames per cycle of '
+                   'the overhead figure (frames -> model input, queue, safety, publish)')
     n = p.add_argument_group('node bench')
     n.add_argument('--model', help='package the node serves')
     n.add_argument('--robot', default='xarm6')
@@ -164,7 +166,11 @@ def _bench_package(args: argparse.Namespace) -> int:
 
         extra = bench_backends(cfg)
     report = bench_package(pkg, cfg, progress=(lambda _: None) if quiet else print,
-                           extra_backends=extra)
+                           extra_backends=extra, memory_refs={
+                               'torch': 'vla_ros.export.torch_backend:bench_backends'})
+    from vla_ros.ros.evaluation.overhead_step import package_overhead
+
+    report.update(package_overhead(str(pkg.root), args.overhead_cameras))
     if args.out:
         save_report(report, args.out)
     if args.plots:

@@ -2,13 +2,19 @@
 
 The sim robot and the cameras run as separate processes (as a driver and camera drivers
 would); the vla_policy node runs here, engaged, with inference running continuously. Measured:
-control-tick period error at control_rate_hz, end-to-end latency from an image's stamp to the
-first command that uses the chunk inferred from it, inference rate and latency, and, with
---swap-to, the control ticks missed while a second package loads and swaps in.
+control-tick period error at control_rate_hz over every tick of the run (`tick_error_ms`,
+`missed_ticks`), beside a bare loop at the same rate in its own process during the same run
+(`reference_tick_error_ms`, reference_loop.py: what the machine's load alone costs); latency
+from an image's stamp to the first command that leaves carrying the chunk inferred from it
+(in trajectory mode, the first trajectory message); inference rate and latency; with
+--swap-to, the ticks missed while a second package loads and swaps in, against the miss rate
+of the run before it. The machine's load is recorded at the start and the end. A
+ROS_DOMAIN_ID already set is used; otherwise a random one keeps off other graphs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -19,6 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from vla_ros.ros.evaluation.reference_loop import tick_stats, window
+from vla_ros.runtime.bench.load import machine_load
 
 
 def _pct(values) -> dict[str, float]:
@@ -33,22 +42,22 @@ def _pct(values) -> dict[str, float]:
 def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
                       control_rate_hz: float = 100.0, instruction: str = '',
                       params: dict | None = None, scene: str = '',
-                      peer_params: dict | None = None):
+                      peer_params: dict | None = None, executor_kind: str = 'single'):
     """Yields (node, manifest): the vla_policy node configured, activated and receiving, in
     this process, with the sim robot (and the sim cameras, or the robot's scene cameras) as
     separate processes on a private ROS domain; everything is torn down on exit."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from vla_ros.ros.node.policy_node import VlaPolicyNode
+    from vla_ros.ros.node.policy_node import VlaPolicyNode, make_executor
     from vla_ros.runtime.package.loader import read_manifest
 
     m = read_manifest(package)
     cams = [c.name for c in m.cameras]
     env = dict(os.environ)
-    env['ROS_DOMAIN_ID'] = str(random.randint(100, 200))  # stay off other graphs
+    if not env.get('ROS_DOMAIN_ID'):
+        env['ROS_DOMAIN_ID'] = str(random.randint(100, 200))  # stay off other graphs
     profile = Path(__file__).resolve().parents[2] / 'config' / 'fastdds_shm.xml'
     if profile.is_file():
         env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(profile)
@@ -75,7 +84,7 @@ def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
         Parameter('control_rate_hz', value=control_rate_hz),
         Parameter('qos_reliable_sensors', value=True),
         *[Parameter(k, value=v) for k, v in (params or {}).items()]])
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = make_executor(executor_kind)
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
@@ -126,68 +135,134 @@ def runtime_report(node, m, inferences0: int = 0) -> dict:
     return rep
 
 
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by each thread of this process, by Python thread name (native
+    threads, DDS's among them, are summed as 'native')."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf('SC_CLK_TCK')
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir('/proc/self/task')
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f'/proc/self/task/{tid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), 'native')
+        name = 'executor' if name.startswith('Thread-') or 'ThreadPool' in name else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _start_reference(rate_hz: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.evaluation.reference_loop',
+                             str(rate_hz)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    if proc.stdout.readline().strip() != 'ticking':
+        raise RuntimeError(f'the reference loop did not start (exit code {proc.poll()})')
+    return proc
+
+
+def _stop_reference(proc: subprocess.Popen) -> list[float]:
+    try:
+        out, _ = proc.communicate('\n', timeout=30)
+        return json.loads(out)
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        proc.kill()
+        proc.wait(5)
+        return []
+
+
 def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                    duration_s: float = 20.0, control_rate_hz: float = 100.0,
                    swap_to: str | None = None, instruction: str = 'pick up the red block',
-                   params: dict | None = None, progress=print) -> dict:
+                   params: dict | None = None, progress=print,
+                   executor: str = 'single') -> dict:
+    report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz, 'executor': executor,
+                    'params': dict(params or {}), 'cpus': os.cpu_count(),
+                    'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', '')}
+    with policy_with_peers(package, robot, controller, control_rate_hz, instruction,
+                           params, executor_kind=executor) as (node, m, _):
+        report['package'] = m.name
+        report['ros_domain_id'] = os.environ.get('ROS_DOMAIN_ID', '')
+        report['load_start'] = machine_load()
+        reference = _start_reference(control_rate_hz)
+        try:
+            ok, msg = node._engage()
+            progress(f'bench node: {msg}; running {duration_s:g} s')
+            node._tick_log = []  # every tick from here on (the node's own list is trimmed)
+            node.e2e_ms.clear()
+            inferences0 = node.worker.stats.inferences
+            node.worker.stats.exit_counts.clear()
+            cpu0 = _thread_cpu_s()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < duration_s:
+                time.sleep(min(1.0, duration_s - (time.monotonic() - t0)))
+                _progress_line(node, t0, progress)
+            t1 = time.monotonic()
+            cpu1 = _thread_cpu_s()
+            report['thread_cpu_fraction'] = {k: (v - cpu0.get(k, 0.0)) / (t1 - t0)
+                                             for k, v in sorted(cpu1.items())}
+            main = tick_stats(window(node._tick_log, t0, t1), control_rate_hz)
+            report.update(main)
+            report.update(runtime_report(node, m, inferences0))
+            if swap_to:
+                report['swap'] = _swap(node, swap_to, main, control_rate_hz)
+        finally:
+            ref_ticks = _stop_reference(reference)
+            node._tick_log = None
+        ref = tick_stats(window(ref_ticks, t0, t1), control_rate_hz)
+        report['reference_tick_error_ms'] = {k: ref['tick_error_ms'][k] for k in ('p50', 'p99')
+                                             if k in ref['tick_error_ms']}
+        report['reference_missed_ticks'] = ref['missed_ticks']
+        if ref['tick_error_ms'].get('p99'):
+            report['tick_error_p99_over_reference'] = (report['tick_error_ms']['p99']
+                                                       / ref['tick_error_ms']['p99'])
+        if swap_to:
+            ts0, ts1 = report['swap'].pop('_window')
+            report['swap']['reference_missed_ticks'] = tick_stats(
+                window(ref_ticks, ts0, ts1), control_rate_hz)['missed_ticks']
+        report['load_end'] = machine_load()
+        err, rerr = report['tick_error_ms'], report['reference_tick_error_ms']
+        progress(f'bench node: tick error p50 {err.get("p50", 0):.2f} ms, p99 '
+                 f'{err.get("p99", 0):.2f} ms (reference loop {rerr.get("p99", 0):.2f}), '
+                 f'missed {report["missed_ticks"]} (reference {ref["missed_ticks"]}); '
+                 f'image->command p50 {report["e2e_image_to_command_ms"].get("p50", 0):.0f} '
+                 f'ms; {report["inference_hz"]:.1f} inferences/s')
+    return report
+
+
+def _progress_line(node, t0: float, progress) -> None:
+    w = node.worker
+    lat = list(w.latencies_ms)[-20:]
+    cmd = node._last_cmd
+    why = f' ({cmd.reason})' if cmd and cmd.reason else ''
+    progress(f'  t={time.monotonic() - t0:4.1f} s  inference {w.inference_hz():4.1f} Hz'
+             f'  latency {np.median(lat) if lat else 0:5.0f} ms  exit layer '
+             f'{w.stats.last_exit_layer}  plan left '
+             f'{node.queue.remaining_s(node.now_s()):.2f} s  safety '
+             f'{cmd.state if cmd else "-"}{why}')
+
+
+def _swap(node, swap_to: str, main: dict, rate_hz: float) -> dict:
+    """Swaps to `swap_to` and measures from the request until the new model serves."""
     from rclpy.parameter import Parameter
 
-    report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz,
-                    'params': dict(params or {}), 'cpus': os.cpu_count()}
-    with policy_with_peers(package, robot, controller, control_rate_hz, instruction,
-                           params) as (node, m, _):
-        report['package'] = m.name
-        ok, msg = node._engage()
-        progress(f'bench node: {msg}; running {duration_s:g} s')
-        node._ticks.clear()
-        node.e2e_ms.clear()
-        missed0 = node._missed_ticks
-        inferences0 = node.worker.stats.inferences
-        t0 = time.monotonic()
-        node.worker.stats.exit_counts.clear()
-        while time.monotonic() - t0 < duration_s:
-            time.sleep(min(1.0, duration_s - (time.monotonic() - t0)))
-            w = node.worker
-            lat = list(w.latencies_ms)[-20:]
-            cmd = node._last_cmd
-            why = f' ({cmd.reason})' if cmd and cmd.reason else ''
-            progress(f'  t={time.monotonic() - t0:4.1f} s  inference {w.inference_hz():4.1f} Hz'
-                     f'  latency {np.median(lat) if lat else 0:5.0f} ms  exit layer '
-                     f'{w.stats.last_exit_layer}  plan left '
-                     f'{node.queue.remaining_s(node.now_s()):.2f} s  safety '
-                     f'{cmd.state if cmd else "-"}{why}')
-        ticks = np.array(node._ticks)
-        periods = np.diff(ticks) * 1000.0
-        nominal = 1000.0 / control_rate_hz
-        report.update({
-            'tick_period_ms': _pct(periods),
-            'tick_period_error_ms': _pct(np.abs(periods - nominal)),
-            'missed_ticks': node._missed_ticks - missed0,
-            'ticks': int(len(ticks)),
-        })
-        report.update(runtime_report(node, m, inferences0))
-        err = report['tick_period_error_ms']
-        progress(f'bench node: tick period error p50 {err.get("p50", 0):.2f} ms, p99 '
-                 f'{err.get("p99", 0):.2f} ms, missed {report["missed_ticks"]}; image->command '
-                 f'p50 {report["e2e_image_to_command_ms"].get("p50", 0):.0f} ms; '
-                 f'{report["inference_hz"]:.1f} inferences/s')
-        if swap_to:
-            node._ticks.clear()
-            missed0 = node._missed_ticks
-            t0 = time.monotonic()
-            result = node.set_parameters([Parameter('model_path', value=swap_to)])[0]
-            if not result.successful:
-                raise RuntimeError(f'swap rejected: {result.reason}')
-            while node._swap['state'] == 'loading' and time.monotonic() - t0 < 120:
-                time.sleep(0.05)
-            time.sleep(1.0)
-            periods = np.diff(np.array(node._ticks)) * 1000.0
-            report['swap'] = {
-                'state': node._swap['state'], 'detail': node._swap['detail'],
-                'seconds': time.monotonic() - t0 - 1.0,
-                'missed_ticks_during_swap': node._swap['missed'],
-                'missed_ticks_window': node._missed_ticks - missed0,
-                'tick_period_error_ms': _pct(np.abs(periods - nominal))}
-            progress(f'bench node: swap {node._swap["state"]} in '
-                     f'{report["swap"]["seconds"]:.1f} s, {node._swap["missed"]} ticks missed')
-    return report
+    ts0 = time.monotonic()
+    result = node.set_parameters([Parameter('model_path', value=swap_to)])[0]
+    if not result.successful:
+        raise RuntimeError(f'swap rejected: {result.reason}')
+    while node._swap['state'] == 'loading' and time.monotonic() - ts0 < 300:
+        time.sleep(0.02)
+    ts1 = time.monotonic()
+    time.sleep(0.2)  # the ticks right after the swap belong to the window too
+    stats = tick_stats(window(node._tick_log, ts0, ts1 + 0.2), rate_hz)
+    seconds = main.get('seconds') or 1.0
+    return {'missed_ticks': stats['missed_ticks'], 'duration_s': ts1 - ts0,
+            'background_missed_ticks_per_s': main['missed_ticks'] / seconds,
+            'expected_background_missed_ticks': main['missed_ticks'] / seconds * (ts1 - ts0),
+            'tick_error_ms': stats['tick_error_ms'], 'state': node._swap['state'],
+            'detail': node._swap['detail'], '_window': (ts0, ts1 + 0.2)}

@@ -37,9 +37,10 @@ class SwapMixin:
         return PolicyConfig(mode=self.p('policy_mode'), threshold_set=self.p('threshold_set')
                             or None, exit_layer=layer if layer >= 0 else None)
 
-    def _build_policy(self, path: str) -> tuple:
+    def _build_policy(self, path: str, background: bool = False) -> tuple:
         """Loads, validates and warms up a package for this robot (any thread): in a child
-        process by default, in this one with inference_process=False."""
+        process by default, in this one with inference_process=False. `background` (a
+        hot-swap): the child loads on one CPU at idle priority (serving/background.py)."""
         m = read_manifest(path)
         adapter = RobotAdapter(robot_spec(self.p('robot')), m.state.names, m.action.names,
                                self.p('controller') or None)
@@ -51,7 +52,7 @@ class SwapMixin:
         if self.p('inference_process'):
             spec = BackendSpec(kind, self.p('device'), self.p('precision'),
                                self.p('threads') or None)
-            return m, adapter, PolicyProcess(path, spec, config)
+            return m, adapter, PolicyProcess(path, spec, config, background_load=background)
         pkg = load_package(path)
         # Spinning ORT threads would take the cores the control timer needs between graphs.
         options = ({'threads': self.p('threads') or None, 'spin': False}
@@ -114,7 +115,7 @@ class SwapMixin:
 
     def _load_for_swap(self, path: str) -> None:
         try:
-            manifest, _adapter, policy = self._build_policy(path)
+            manifest, _adapter, policy = self._build_policy(path, background=True)
         except LOAD_ERRORS as e:
             self._swap.update(state='failed', detail=f'{path}: {e}')
             self.get_logger().error(f'model swap to {path} failed while loading; '

@@ -4,12 +4,14 @@ Every mode runs the same observations with the same noise per observation, so th
 deviation of early exit from full depth is measured on identical inputs, and every comparison
 (early exit vs full depth, truncated vs fresh flow solves, ONNX Runtime vs torch eager of the
 same weights) comes from one run and is reported as a ratio. Warm-up runs are discarded.
+Backends run interleaved (A B A B ..., one observation each in turn), so load from other
+processes falls on all of them alike; the machine's load is recorded at the start and the
+end; each backend's peak memory is measured alone in a fresh process (memory.py).
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -18,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.runtime.backends import Backend, load_backend
+from vla_ros.runtime.bench.load import machine_load
+from vla_ros.runtime.bench.memory import backend_memory
 from vla_ros.runtime.package.loader import ModelPackage
 from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 
@@ -63,32 +67,46 @@ def _pct(values: list[float]) -> dict[str, float]:
             'p99': float(np.percentile(a, 99)), 'mean': float(a.mean()), 'max': float(a.max())}
 
 
-def run_mode(policy: Policy, config: PolicyConfig, observations: list[Observation],
-             cfg: BenchConfig, deadline_ms: float | None = None) -> tuple[dict, list[np.ndarray]]:
-    policy.set_config(config)
-    timings = {s: [] for s in STAGES}
-    exits, fractions, actions, hits = [], [], [], 0
+def run_modes(policies: Mapping[str, Policy], config: PolicyConfig,
+              observations: list[Observation], cfg: BenchConfig,
+              deadline_ms: float | None = None) -> dict[str, tuple[dict, list[np.ndarray]]]:
+    """One mode on every backend, interleaved: observation i runs on each backend in turn
+    before observation i + 1."""
+    for policy in policies.values():
+        policy.set_config(config)
+    acc = {n: {'timings': {s: [] for s in STAGES}, 'exits': [], 'fractions': [],
+               'actions': [], 'hits': 0} for n in policies}
     for i in range(cfg.warmup + cfg.runs):
         obs = observations[i % len(observations)]
-        policy.rng = np.random.default_rng(cfg.seed + i)  # same noise per observation, any mode
-        deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1000.0
-        chunk = policy.infer(obs, deadline_s=deadline)
-        if i < cfg.warmup:
-            continue
-        for s in STAGES:
-            timings[s].append(chunk.timings_ms.get(s, 0.0))
-        exits.append(chunk.exit_layer)
-        fractions.append(chunk.info['compute_fraction'])
-        actions.append(chunk.actions)
-        hits += chunk.info['deadline_hit']
-    layers, counts = np.unique(exits, return_counts=True)
-    result = {
-        'latency_ms': {s: _pct(v) for s, v in timings.items()},
-        'exit_histogram': {str(int(k)): int(c) for k, c in zip(layers, counts, strict=True)},
-        'backbone_compute_fraction': float(np.mean(fractions)),
-        'deadline_hits': hits,
-    }
-    return result, actions
+        for name, policy in policies.items():
+            policy.rng = np.random.default_rng(cfg.seed + i)  # same noise per observation
+            deadline = None if deadline_ms is None else time.monotonic() + deadline_ms / 1e3
+            chunk = policy.infer(obs, deadline_s=deadline)
+            if i < cfg.warmup:
+                continue
+            a = acc[name]
+            for s in STAGES:
+                a['timings'][s].append(chunk.timings_ms.get(s, 0.0))
+            a['exits'].append(chunk.exit_layer)
+            a['fractions'].append(chunk.info['compute_fraction'])
+            a['actions'].append(chunk.actions)
+            a['hits'] += chunk.info['deadline_hit']
+    out = {}
+    for name, a in acc.items():
+        layers, counts = np.unique(a['exits'], return_counts=True)
+        out[name] = ({
+            'latency_ms': {s: _pct(v) for s, v in a['timings'].items()},
+            'exit_histogram': {str(int(k)): int(c)
+                               for k, c in zip(layers, counts, strict=True)},
+            'backbone_compute_fraction': float(np.mean(a['fractions'])),
+            'deadline_hits': a['hits'],
+        }, a['actions'])
+    return out
+
+
+def run_mode(policy: Policy, config: PolicyConfig, observations: list[Observation],
+             cfg: BenchConfig, deadline_ms: float | None = None) -> tuple[dict, list[np.ndarray]]:
+    return run_modes({'one': policy}, config, observations, cfg, deadline_ms)['one']
 
 
 def flow_head_comparison(policy: Policy, observations: list[Observation], cfg: BenchConfig
@@ -115,17 +133,15 @@ def flow_head_comparison(policy: Policy, observations: list[Observation], cfg: B
             'ratio_p50': float(np.median(times[True]) / np.median(times[False]))}
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def bench_package(pkg: ModelPackage, cfg: BenchConfig,
                   progress: Callable[[str], None] = print,
-                  extra_backends: Mapping[str, Callable[[], Backend]] | None = None) -> dict:
+                  extra_backends: Mapping[str, Callable[[], Backend]] | None = None,
+                  memory_refs: Mapping[str, str] | None = None) -> dict:
     """Benchmarks ONNX Runtime and every backend of `extra_backends` (name -> factory) on the
     same observations. The torch reference lives on the offline side (it needs torch and the
     checkpoint): `vla_ros.export.torch_backend.bench_backends(cfg)` makes its factory, so this
-    module never imports torch or the export layer."""
+    module never imports torch or the export layer; `memory_refs` names the same factories as
+    'module:function' so that memory.py can measure each backend alone."""
     extra_backends = dict(extra_backends or {})
     m = pkg.manifest
     if cfg.data:
@@ -146,46 +162,59 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
         sets = [s.name for s in m.exits.threshold_sets if s.metric == default.metric and
                 s.calibration.get('distribution') == default.calibration.get('distribution')]
     report = {'package': m.name, 'root': str(pkg.root), 'config': asdict(cfg),
-              'observations': 'synthetic' if not cfg.data else cfg.data, 'backends': {}}
+              'observations': 'synthetic' if not cfg.data else cfg.data, 'backends': {},
+              'order': 'interleaved', 'load_start': machine_load()}
+    policies, entries = {}, {}
     for name, make in backends:
-        rss0 = _rss_mb()
         t0 = time.perf_counter()
         backend = make()
         load_s = time.perf_counter() - t0
-        policy = Policy(pkg, backend, PolicyConfig(mode='full', seed=cfg.seed))
+        policies[name] = Policy(pkg, backend, PolicyConfig(mode='full', seed=cfg.seed))
+        entries[name] = {'describe': backend.describe(), 'load_s': load_s, 'modes': {}}
         progress(f'bench: {backend.describe()} loaded in {load_s:.1f} s')
-        modes: dict[str, dict] = {}
-        full, full_actions = run_mode(policy, PolicyConfig(mode='full'), observations, cfg)
-        modes['full'] = full
-        progress(_line(name, 'full', full))
-        for ts in sets:
-            res, acts = run_mode(policy, PolicyConfig(mode='early_exit', threshold_set=ts),
-                                 observations, cfg)
-            res['action_deviation_from_full'] = _deviation(acts, full_actions)
-            res['latency_ratio_to_full_p50'] = (res['latency_ms']['total']['p50']
-                                                / full['latency_ms']['total']['p50'])
-            res['expected_compute_fraction'] = m.threshold_set(ts).expected_compute_fraction
-            modes[f'early_exit:{ts}'] = res
-            progress(_line(name, f'early_exit {ts}', res))
-        if cfg.deadline_ms is not None:
-            # Full depth under a deadline: the deadline alone decides where to stop.
-            res, acts = run_mode(policy, PolicyConfig(mode='full'), observations, cfg,
-                                 deadline_ms=cfg.deadline_ms)
-            res['deadline_ms'] = cfg.deadline_ms
-            res['action_deviation_from_full'] = _deviation(acts, full_actions)
-            modes['deadline'] = res
-            progress(_line(name, f'deadline {cfg.deadline_ms:g} ms', res))
-        entry = {'describe': backend.describe(), 'load_s': load_s, 'modes': modes,
-                 'segment_ms_estimate': policy._segment_ms.tolist(),
-                 'peak_rss_mb': _rss_mb(), 'rss_growth_mb': _rss_mb() - rss0}
+    full = run_modes(policies, PolicyConfig(mode='full'), observations, cfg)
+    for name in policies:
+        entries[name]['modes']['full'] = full[name][0]
+        progress(_line(name, 'full', full[name][0]))
+    for ts in sets:
+        res = run_modes(policies, PolicyConfig(mode='early_exit', threshold_set=ts),
+                        observations, cfg)
+        for name, (r, acts) in res.items():
+            r['action_deviation_from_full'] = _deviation(acts, full[name][1])
+            r['latency_ratio_to_full_p50'] = (r['latency_ms']['total']['p50']
+                                              / full[name][0]['latency_ms']['total']['p50'])
+            r['expected_compute_fraction'] = m.threshold_set(ts).expected_compute_fraction
+            entries[name]['modes'][f'early_exit:{ts}'] = r
+            progress(_line(name, f'early_exit {ts}', r))
+    if cfg.deadline_ms is not None:
+        # Full depth under a deadline: the deadline alone decides where to stop.
+        res = run_modes(policies, PolicyConfig(mode='full'), observations, cfg,
+                        deadline_ms=cfg.deadline_ms)
+        for name, (r, acts) in res.items():
+            r['deadline_ms'] = cfg.deadline_ms
+            r['action_deviation_from_full'] = _deviation(acts, full[name][1])
+            entries[name]['modes']['deadline'] = r
+            progress(_line(name, f'deadline {cfg.deadline_ms:g} ms', r))
+    for name, policy in policies.items():
+        entry = entries[name]
+        entry['segment_ms_estimate'] = policy._segment_ms.tolist()
         fl = flow_head_comparison(policy, observations, cfg)
         if fl:
             entry['flow_truncation'] = fl
             progress(f'bench: {name} flow head at every exit: truncated '
                      f'{fl["head_ms_truncated"]["p50"]:.1f} ms vs fresh '
                      f'{fl["head_ms_fresh"]["p50"]:.1f} ms (x{fl["ratio_p50"]:.2f})')
+        policy.close()
         report['backends'][name] = entry
-        backend.close()
+    for name in policies:  # alone, in fresh processes, after the timed runs
+        refs = dict(memory_refs or {})
+        if name == 'onnxruntime' or name in refs:
+            mem = backend_memory(str(pkg.root), name, cfg, refs.get(name))
+        else:
+            mem = {'error': 'no module:function given to measure it alone'}
+        report['backends'][name]['memory'] = mem
+        report['backends'][name]['peak_rss_mb'] = mem.get('peak_rss_mb')
+    report['load_end'] = machine_load()
     if 'torch' in report['backends']:
         ort_full = report['backends']['onnxruntime']['modes']['full']['latency_ms']['total']
         pt_full = report['backends']['torch']['modes']['full']['latency_ms']['total']
