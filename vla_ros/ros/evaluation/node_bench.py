@@ -42,7 +42,7 @@ def _pct(values) -> dict[str, float]:
 def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
                       control_rate_hz: float = 100.0, instruction: str = '',
                       params: dict | None = None, scene: str = '',
-                      peer_params: dict | None = None, executor_kind: str = 'single'):
+                      peer_params: dict | None = None, executor_kind: str = 'multi'):
     """Yields (node, manifest): the vla_policy node configured, activated and receiving, in
     this process, with the sim robot (and the sim cameras, or the robot's scene cameras) as
     separate processes on a private ROS domain; everything is torn down on exit."""
@@ -180,7 +180,7 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
                    duration_s: float = 20.0, control_rate_hz: float = 100.0,
                    swap_to: str | None = None, instruction: str = 'pick up the red block',
                    params: dict | None = None, progress=print,
-                   executor: str = 'single') -> dict:
+                   executor: str = 'multi') -> dict:
     report: dict = {'robot': robot, 'control_rate_hz': control_rate_hz, 'executor': executor,
                     'params': dict(params or {}), 'cpus': os.cpu_count(),
                     'ros_domain_id': os.environ.get('ROS_DOMAIN_ID', '')}

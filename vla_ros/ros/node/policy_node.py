@@ -2,7 +2,8 @@
 
 Threads and what they own:
   executor callbacks  subscriptions store into InputSlots; services, parameters, status.
-                      One thread (make_executor): fewer threads contending for the GIL.
+                      Four threads (make_executor): an e-stop is never queued behind a
+                      parameter request or a lifecycle transition.
   control thread      the control loop at control_rate_hz: owns the SafetyFilter through
                       `_safety_lock` (which services and parameter callbacks also take) and
                       publishes the streamed commands. A thread sleeping to absolute tick
@@ -309,17 +310,15 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
 EXECUTORS = ('single', 'multi')
 
 
-def make_executor(kind: str = 'single'):
-    """The executor for the node's callbacks: 'single' (SingleThreadedExecutor, the default)
-    or 'multi' (4 threads). Every callback only stores or flips state, so one thread serves
-    them; and each extra thread is one more contender for the GIL when the control thread
-    wakes for its tick. Measured with `vla-ros bench node` on 2 loaded cores, interleaved
-    runs of 15 s, median of 3: tick error p99 2.26x a bare reference loop with one thread
-    against 3.74x with four, 32 ticks missed against 111. The cost: while a lifecycle
-    transition runs in a callback (configure loads the model; deactivate waits, at most 5 s,
-    for the arm to brake to rest), other callbacks wait for it; the control thread keeps
-    ticking and braking meanwhile, and an e-stop that arrives then latches when the
-    transition ends."""
+def make_executor(kind: str = 'multi'):
+    """The executor for the node's callbacks: 'multi' (4 threads, the default) or 'single'
+    (SingleThreadedExecutor). With one thread every callback waits for the one running: an
+    e-stop that arrives during a lifecycle transition (configure loads the model; deactivate
+    waits up to 5 s for the arm to brake to rest) or a parameter request would latch only
+    when it ends, so the node runs 'multi', where the e-stop's own callback group always has
+    a thread. The cost, measured with `vla-ros bench node` on 2 loaded cores (same run
+    conditions, 15 s each): missed ticks 241 with 4 threads against 81 with one; tick error
+    p99 15.3 ms against 9.2 ms. `vla-ros bench node --param` runs either for comparison."""
     if kind not in EXECUTORS:
         raise ValueError(f'executor {kind!r} is not one of {EXECUTORS}')
     if kind == 'single':
