@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from vla_ros.export.convert import ConvertError
-from vla_ros.export.convert.keys import KeyMap, load_pt_state_dict, load_safetensors
+from vla_ros.export.convert.keys import KeyMap, load_pt_state_dict, safetensors_in
 
 DROPPED = ('transformer.ff_out.weight', 'action_head.qwen2.model.embed_tokens.weight',
            'action_head.qwen2.lm_head.weight')
@@ -59,12 +59,9 @@ def detect(src: Path) -> bool:
 
 
 def _weights(src: Path, progress: bool) -> dict[str, torch.Tensor]:
-    index = sorted(src.glob('*.safetensors.index.json'))
-    files = sorted(src.glob('*.safetensors'))
-    if index:
-        return load_safetensors(index[0], progress)
-    if len(files) == 1:
-        return load_safetensors(files[0], progress)
+    found = safetensors_in(src, progress)
+    if found is not None:
+        return found
     if (src / 'model.pt').is_file():
         return load_pt_state_dict(src / 'model.pt')
     raise ConvertError(f'{src}: no weights (model.pt or *.safetensors)')

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vla_ros.export.convert import ConvertError
-from vla_ros.export.convert.keys import KeyMap, load_safetensors
+from vla_ros.export.convert.keys import KeyMap, safetensors_in
 
 LM = 'embedder.model.language_model.model.'
 VIT = 'embedder.model.vision_model.'
@@ -51,12 +51,9 @@ def detect(src: Path) -> bool:
 
 
 def _weights(src: Path, progress: bool) -> dict[str, torch.Tensor]:
-    index = sorted(src.glob('*.safetensors.index.json'))
-    files = sorted(src.glob('*.safetensors'))
-    if index:
-        return load_safetensors(index[0], progress)
-    if len(files) == 1:
-        return load_safetensors(files[0], progress)
+    found = safetensors_in(src, progress)
+    if found is not None:
+        return found
     for pt, key in (('mp_rank_00_model_states.pt', 'module'), ('checkpoint.pt',
                                                                  'model_state_dict')):
         hits = sorted(src.rglob(pt))

@@ -52,6 +52,18 @@ def load_safetensors(path: Path, progress: bool = True, prefix: str = '') -> dic
     return out
 
 
+def safetensors_in(src: Path, progress: bool = True) -> dict | None:
+    """The weights of `src`'s shard index, or of its one `.safetensors` file; None when it
+    has neither (the caller looks for its family's `.pt` layouts)."""
+    index = sorted(src.glob('*.safetensors.index.json'))
+    if index:
+        return load_safetensors(index[0], progress)
+    files = sorted(src.glob('*.safetensors'))
+    if len(files) == 1:
+        return load_safetensors(files[0], progress)
+    return None
+
+
 def load_pt_state_dict(path: Path, prefix: str = '', strip: Iterable[str] = ('module.',)
                        ) -> dict:
     """A `.pt` state dict (weights only; a pickle with code in it is refused by torch)."""
