@@ -60,7 +60,9 @@ def converted(tmp_path_factory):
             src = driver.arrange(case, tmp / 'published')
             ckpt, pkg = tmp / 'checkpoint', tmp / 'package'
             _vla_ros('convert', str(src), str(ckpt), '--no-progress')
-            _vla_ros('export', str(ckpt), str(pkg))
+            # The comparison with upstream checks the graphs more strictly than export's own
+            # ONNX-vs-torch check, which is skipped to keep the suite short.
+            _vla_ros('export', str(ckpt), str(pkg), '--no-verify')
             done[case] = (ckpt, pkg)
         return done[case]
 
