@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-SWITCH_INTERVAL_S = 0.0005  # as the node's control thread (control.py)
+from vla_ros.ros.node.ticks import SWITCH_INTERVAL_S, wait_for_next_tick
 
 
 def tick_stats(ticks, rate_hz: float) -> dict:
@@ -49,12 +49,7 @@ def run(rate_hz: float, stop: threading.Event) -> list[float]:
     next_t = time.monotonic()
     while not stop.is_set():
         ticks.append(time.monotonic())
-        next_t += period
-        delay = next_t - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -period:
-            next_t = time.monotonic()
+        next_t = wait_for_next_tick(next_t, period)
     return ticks
 
 

@@ -29,8 +29,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_ros.ros.node.guard import CALLBACK_FAULT_HOLD_S, duration_msg, guarded
-
-CONTROL_SWITCH_INTERVAL_S = 0.0005
+from vla_ros.ros.node.ticks import SWITCH_INTERVAL_S, wait_for_next_tick
 
 
 class ControlMixin:
@@ -64,21 +63,13 @@ class ControlMixin:
     def _control_loop(self) -> None:
         """Ticks at absolute times; a late tick is counted and the schedule resynchronized
         (never a burst of catch-up ticks)."""
-        # A thread waking for its tick waits for the GIL until the running thread yields it,
-        # up to the switch interval (5 ms by default): 0.5 ms bounds that wait (measured p99
-        # 1.15 ms with a busy second thread, against 10 ms at the default).
-        sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)  # ticks.py: bounds the wait for the GIL
         self._try_realtime()
         period = 1.0 / self.p('control_rate_hz')
         next_t = time.monotonic()
         while not self._control_stop.is_set():
             self._on_control()
-            next_t += period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -period:
-                next_t = time.monotonic()
+            next_t = wait_for_next_tick(next_t, period)
 
     def _try_realtime(self) -> None:
         prio = self.p('control_rt_priority')
