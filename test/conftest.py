@@ -102,7 +102,7 @@ def exported(tmp_path_factory):
     """Every tiny family exported once per test session, with its checkpoint:
     name -> (model, package, checkpoint dir)."""
     import torch
-    from families import WORDS, export_spec, tiny_configs
+    from families import EXPORT_LOG, WORDS, export_spec, tiny_configs
 
     from vla_ros.export.checkpoint import save_checkpoint
     from vla_ros.export.exporter import export_package
@@ -116,7 +116,8 @@ def exported(tmp_path_factory):
         model = VLA(cfg).eval()
         tok = word_tokenizer(WORDS, cfg.lm.vocab_size)
         spec = export_spec(name)
-        pkg = export_package(model, root / name, spec, tok, progress=lambda _: None)
+        pkg = export_package(model, root / name, spec, tok,
+                             progress=EXPORT_LOG.setdefault(name, []).append)
         ckpt = save_checkpoint(root / f'{name}-ckpt', model, spec, tok)
         out[name] = (model, pkg, ckpt)
     return out

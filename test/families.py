@@ -8,6 +8,7 @@ from vla_ros.runtime.package.manifest import Normalization
 
 JOINTS = tuple(f'joint{i}' for i in range(1, 6))  # 5 of the 6 model dims: one is padding
 WORDS = ['pick', 'up', 'the', 'red', 'cube', 'block']
+EXPORT_LOG: dict[str, list[str]] = {}  # the session fixture's export progress, per family
 
 
 def tiny_configs() -> dict[str, VLAConfig]:

@@ -39,6 +39,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--no-verify', action='store_true',
                    help='skip checking each graph against torch in ONNX Runtime')
     p.add_argument('--name', help='package name (default: from the checkpoint)')
+    p.add_argument('--jobs', type=int, default=None, metavar='N',
+                   help='worker processes exporting graphs side by side (default: as many '
+                   'as CPUs, graphs and memory allow; 1: one process)')
     p.add_argument('--save-checkpoint', metavar='DIR',
                    help='with --preset: also write the random-weight checkpoint (for torch '
                    'side-by-side benchmarks)')
@@ -68,7 +71,8 @@ def _export(args: argparse.Namespace) -> int:
             from vla_ros.export.checkpoint import save_checkpoint
 
             save_checkpoint(args.save_checkpoint, model, spec, tok)
-        export_package(model, args.out, spec, tok, verify=not args.no_verify)
+        export_package(model, args.out, spec, tok, verify=not args.no_verify,
+                       jobs=args.jobs)
     except (ExportError, FileNotFoundError, ValueError) as e:
         print(f'vla-ros export: {e}', file=sys.stderr)
         return 2
@@ -99,7 +103,7 @@ def _convert(args: argparse.Namespace) -> int:
     if args.export:
         return _export(argparse.Namespace(source=str(out), out=args.export, preset=None,
                                           precision=['fp32'], no_verify=False, name=None,
-                                          save_checkpoint=None))
+                                          save_checkpoint=None, rtc_vjp=False, jobs=None))
     return 0
 
 

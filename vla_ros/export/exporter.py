@@ -4,11 +4,13 @@ Each graph of `plan_graphs` is exported with torch's dynamo exporter, checked ag
 torch module on its example inputs in ONNX Runtime, optionally converted to fp16 (I/O kept in
 fp32, so both variants share one I/O contract), and described in the manifest from the saved
 graph itself. Graphs above 64 MiB keep their weights in an external `.onnx.data` file.
+Graphs are exported side by side in worker processes where CPUs allow (export/parallel.py).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_ros.export import parallel
 from vla_ros.export.graphs import GraphPlan, plan_graphs
 from vla_ros.model.config import VLAConfig
 from vla_ros.model.vla import VLA
@@ -168,9 +171,11 @@ def _to_fp16(src: Path, dst: Path) -> None:
 
 
 def export_package(model: VLA, out_dir: str | Path, spec: ExportSpec, tokenizer,
-                   *, verify: bool = True, atol: float = 1e-4,
+                   *, verify: bool = True, atol: float = 1e-4, jobs: int | None = None,
                    progress: Callable[[str], None] = print) -> ModelPackage:
-    """Writes a complete, validated package to out_dir (which must not exist or be empty)."""
+    """Writes a complete, validated package to out_dir (which must not exist or be empty).
+    `jobs`: worker processes exporting graphs side by side (None: as many as CPUs, graphs
+    and memory allow; 1: all in this process)."""
     import onnx
 
     cfg = model.cfg
@@ -187,42 +192,103 @@ def export_package(model: VLA, out_dir: str | Path, spec: ExportSpec, tokenizer,
     started = time.monotonic()
     progress(f'export: planning graphs of a {cfg.family} model '
              f'({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters)')
-    plans = plan_graphs(model)
-    if spec.rtc_vjp:
-        if cfg.head.type != 'flow_dit':
-            raise ExportError(f'--rtc-vjp needs a flow_dit head (its step is one graph); this '
-                              f'model has {cfg.head.type!r}')
-        from vla_ros.export.vjp import vjp_plan
-
-        plans.append(vjp_plan(next(p for p in plans if p.role == 'head_step')))
+    plans = all_plans(model, spec.rtc_vjp)
+    largest = max(_module_bytes(p.module) for p in plans)
+    n_jobs = jobs if jobs else parallel.auto_jobs(len(plans), largest)
+    if n_jobs > 1 and len(plans) > 1:
+        progress(f'export: {len(plans)} graphs on {n_jobs} worker processes')
+        errors = _export_parallel(model, plans, out, spec, verify, atol, n_jobs, progress)
+    else:
+        errors = {}
+        for i, plan in enumerate(plans, 1):
+            t0 = time.monotonic()
+            path = out / 'graphs' / f'{plan.name}.onnx'
+            _export_one(plan, path)
+            errors[plan.name] = _verify(plan, path, atol) if verify else float('nan')
+            if 'fp16' in spec.precisions:
+                _to_fp16(path, _fp16_path(path))
+            progress(_done_line(i, len(plans), plan, out, time.monotonic() - t0,
+                                errors[plan.name], verify))
     graphs = []
-    for i, plan in enumerate(plans, 1):
-        t0 = time.monotonic()
+    for plan in plans:
         path = out / 'graphs' / f'{plan.name}.onnx'
-        _export_one(plan, path)
-        err = _verify(plan, path, atol) if verify else float('nan')
         variants = {'fp32': GraphFile(f'graphs/{path.name}', _data_files(path))}
         if 'fp16' in spec.precisions:
-            half = out / 'graphs' / f'{plan.name}.fp16.onnx'
-            _to_fp16(path, half)
+            half = _fp16_path(path)
             variants['fp16'] = GraphFile(f'graphs/{half.name}', _data_files(half))
         proto = onnx.load(str(path), load_external_data=False)
         graphs.append(GraphSpec(name=plan.name, role=plan.role,
                                 inputs=_tensor_specs(proto.graph.input),
                                 outputs=_tensor_specs(proto.graph.output),
                                 variants=variants, layers=plan.layers))
-        size = sum((out / f).stat().st_size for v in variants.values()
-                   for f in (v.file, *v.data_files))
-        span = f' layers {plan.layers[0]}-{plan.layers[1] - 1}' if plan.layers else ''
-        check = f', max |onnx - torch| {err:.1e}' if verify else ''
-        progress(f'export: [{i}/{len(plans)}] {plan.name}{span}: '
-                 f'{time.monotonic() - t0:.1f} s, {size / 2**20:.1f} MiB{check}')
     tokenizer.save(str(out / 'tokenizer.json'))
     manifest = build_manifest(model, spec, tuple(graphs))
     pkg = write_manifest(out, manifest)
     progress(f'export: wrote {out} ({pkg.total_bytes / 2**20:.1f} MiB) in '
              f'{time.monotonic() - started:.1f} s')
     return pkg
+
+
+def all_plans(model: VLA, rtc_vjp: bool, seed: int = 0) -> list[GraphPlan]:
+    """The graphs to export, in package order (the VJP graph last when asked for)."""
+    plans = plan_graphs(model, seed)
+    if rtc_vjp:
+        if model.cfg.head.type != 'flow_dit':
+            raise ExportError(f'--rtc-vjp needs a flow_dit head (its step is one graph); this '
+                              f'model has {model.cfg.head.type!r}')
+        from vla_ros.export.vjp import vjp_plan
+
+        plans.append(vjp_plan(next(p for p in plans if p.role == 'head_step')))
+    return plans
+
+
+def _export_parallel(model: VLA, plans: list[GraphPlan], out: Path, spec: ExportSpec,
+                     verify: bool, atol: float, n_jobs: int,
+                     progress: Callable[[str], None]) -> dict[str, float]:
+    """Each graph in a worker process (export/parallel.py); the workers' example outputs
+    checked against this process's, so every graph comes from this very model."""
+    with tempfile.TemporaryDirectory(prefix='.export-', dir=out) as scratch:
+        weights = parallel.save_weights(model, Path(scratch))
+        jobs = [parallel.GraphJob(
+            weights=str(weights), config=model.cfg.to_dict(), rtc_vjp=spec.rtc_vjp, seed=0,
+            name=p.name, path=str(out / 'graphs' / f'{p.name}.onnx'), verify=verify, atol=atol,
+            fp16_path=(str(_fp16_path(out / 'graphs' / f'{p.name}.onnx'))
+                       if 'fp16' in spec.precisions else None)) for p in plans]
+        by_name = {p.name: p for p in plans}
+        errors = {}
+        for i, done in enumerate(parallel.export_in_pool(jobs, n_jobs), 1):
+            plan = by_name[done.name]
+            for key, ref in plan.example_outputs.items():
+                theirs = done.example_outputs[key]
+                if theirs.shape != tuple(ref.shape) or not np.allclose(
+                        theirs, ref.numpy(), rtol=1e-4, atol=1e-5):
+                    parallel.shutdown()
+                    raise ExportError(
+                        f'graph {plan.name}: the model rebuilt from its config and weights '
+                        f'computes a different {key} than the model given (it holds state '
+                        'outside its config and state_dict); export with jobs=1')
+            errors[done.name] = done.max_err
+            progress(_done_line(i, len(plans), plan, out, done.seconds, done.max_err, verify))
+    return errors
+
+
+def _module_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _fp16_path(path: Path) -> Path:
+    return path.with_name(path.name.replace('.onnx', '.fp16.onnx'))
+
+
+def _done_line(i: int, n: int, plan: GraphPlan, out: Path, seconds: float, err: float,
+               verify: bool) -> str:
+    files = [out / 'graphs' / f'{plan.name}.onnx']
+    files.append(_fp16_path(files[0]))
+    files += [f.with_name(f.name + '.data') for f in list(files)]
+    size = sum(f.stat().st_size for f in files if f.exists())
+    span = f' layers {plan.layers[0]}-{plan.layers[1] - 1}' if plan.layers else ''
+    check = f', max |onnx - torch| {err:.1e}' if verify else ''
+    return f'export: [{i}/{n}] {plan.name}{span}: {seconds:.1f} s, {size / 2**20:.1f} MiB{check}'
 
 
 def _data_files(path: Path) -> tuple[str, ...]:
