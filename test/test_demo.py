@@ -100,7 +100,8 @@ def test_make_default_runs_every_step_and_records_how_the_model_was_made(tmp_pat
     from vla_ros.sim.train import ChoiceCheck, Prepared, default_config, make_default
 
     work = tmp_path / 'work'
-    out = make_default(str(tmp_path / 'pkg'), str(work), episodes=6, minutes=0.5,
+    # The step cap, not the time budget, ends training: a loaded machine still runs 3 steps.
+    out = make_default(str(tmp_path / 'pkg'), str(work), episodes=6, minutes=30.0,
                        max_steps=3, progress=lambda _: None)
     m = load_package(out).manifest
     training = m.provenance['training']
