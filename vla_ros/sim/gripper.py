@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from vla_ros.adapters.robots import Gripper
 
-REACHED_TOLERANCE = 1e-4  # joint units (rad or m)
+REACHED_TOLERANCE = 1e-9  # joint units (rad or m): a step lands on the goal exactly
 
 
 class SimGripper:
