@@ -126,7 +126,7 @@ class GripperChannel:
             if self._closed:
                 return
             self._pending = self.goal = goal
-        self._wake.trigger()
+            self._wake.trigger()
 
     def wait_sent(self, timeout_s: float) -> bool:
         """True once no goal is waiting to be sent (bounded; for the stop on deactivate)."""
@@ -139,7 +139,7 @@ class GripperChannel:
         return False
 
     def destroy(self) -> None:
-        with self._lock:
+        with self._lock:  # no trigger after this: the guard condition goes away
             self._closed = True
             self._pending = None
         self._node.destroy_timer(self._retry)
@@ -180,8 +180,15 @@ class GripperChannel:
             active, self._active = self._active, None
             if active is not None:  # pre-empt it: cancel first, send once that is answered
                 self._cancelled.add(active[0])
-                self._waiting = (active[1].cancel_goal_async(), time.monotonic(), None)
-                self._waiting[0].add_done_callback(lambda _f: self._wake.trigger())
+                cancel = active[1].cancel_goal_async()
+                self._waiting = (cancel, time.monotonic(), None)
+            else:
+                cancel = None
+        if cancel is not None:  # (outside the lock: a done future calls back at once)
+            cancel.add_done_callback(lambda _f: self._poke())
+            return
+        with self._lock:
+            if self._pending is not goal or self._closed:
                 return
             self._pending = None
             self._seq += 1
@@ -191,6 +198,11 @@ class GripperChannel:
             future = client.send_goal_async(self._goal_msg(goal))
             self._waiting = (future, time.monotonic(), goal)
         future.add_done_callback(lambda f: self._on_response(seq, goal, f))
+
+    def _poke(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._wake.trigger()
 
     def _resend(self, waiting) -> None:
         """A goal the server never answered (it went away after being discovered): sent
@@ -222,7 +234,7 @@ class GripperChannel:
         else:
             handle.get_result_async().add_done_callback(
                 lambda f: self._on_result(seq, goal, f))
-        self._wake.trigger()  # a goal submitted meanwhile may go now
+        self._poke()  # a goal submitted meanwhile may go now
 
     def _on_result(self, seq: int, goal: GripperGoal, future) -> None:
         response = future.result()
