@@ -44,6 +44,10 @@ IMPORT_KEYS = {
     'std_srvs': 'std_srvs', 'sensor_msgs': 'sensor_msgs', 'trajectory_msgs': 'trajectory_msgs',
     'diagnostic_msgs': 'diagnostic_msgs', 'rcl_interfaces': 'rcl_interfaces',
     'ament_index_python': 'ament_index_python', 'launch': 'launch', 'launch_ros': 'launch_ros',
+    'control_msgs': 'control_msgs', 'action_msgs': 'action_msgs',
+    # Imported only with gripper_interface franka_move_grasp, where franka_ros2 is installed
+    # (released for Humble, not in Jazzy's rosdistro): not a dependency of every robot.
+    'franka_msgs': None,
     # Export, training and the torch reference backend only: several GB that a robot never
     # runs (requirements/dev.txt installs them where models are exported).
     'torch': None, 'transformers': None, 'safetensors': None, 'onnx': None,

@@ -33,7 +33,12 @@ class JointLimit:
 @dataclass(frozen=True)
 class Gripper:
     """A model action entry `action_name` in [model_open, model_closed] mapped linearly onto
-    the gripper joint `joint` in [joint_open, joint_closed]."""
+    the gripper joint `joint` in [joint_open, joint_closed].
+
+    Commanded either as a joint of the arm's command (no `action_server`: AgiBot) or through
+    the driver's control_msgs/GripperCommand action, whose goal position is in the joint's
+    units. `move_action` / `grasp_action` name franka_msgs Move / Grasp actions, which take
+    the opening between the fingers (twice the finger joint)."""
 
     action_name: str
     joint: str
@@ -42,6 +47,27 @@ class Gripper:
     model_open: float = 0.0
     model_closed: float = 1.0
     action_server: str = ''  # control_msgs/GripperCommand action, where the driver has one
+    max_effort: float = math.inf  # the most a goal's max_effort may ask (N)
+    move_action: str = ''  # franka_msgs/action/Move
+    grasp_action: str = ''  # franka_msgs/action/Grasp
+
+    def __post_init__(self) -> None:
+        if self.joint_open == self.joint_closed or self.model_open == self.model_closed:
+            raise ValueError(f'gripper {self.action_name}: open and closed must differ, got '
+                             f'{self}')
+        if not self.max_effort > 0:
+            raise ValueError(f'gripper {self.action_name}: max_effort {self.max_effort} '
+                             'must be > 0')
+
+    @property
+    def joint_range(self) -> tuple[float, float]:
+        return min(self.joint_open, self.joint_closed), max(self.joint_open, self.joint_closed)
+
+    def closure(self, joint_value: float) -> float:
+        """A joint position as the fraction closed: 0 = open, 1 = closed, clamped (NaN stays
+        NaN, for the caller to refuse)."""
+        frac = (joint_value - self.joint_open) / (self.joint_closed - self.joint_open)
+        return frac if math.isnan(frac) else min(max(frac, 0.0), 1.0)
 
     def to_joint(self, value: float) -> float:
         span = self.model_closed - self.model_open
@@ -106,6 +132,8 @@ def xarm6() -> RobotSpec:
             'xarm6_traj_controller': Controller(
                 'trajectory', 'xarm6_traj_controller/joint_trajectory', 150.0)},
         default_controller='xarm6_traj_controller',
+        # xarm_api (xarm_driver.cpp) serves the action and drives the gripper to the goal
+        # position at its own `xarm_gripper.speed`: max_effort is logged, not used.
         grippers=(Gripper('gripper', 'drive_joint', 0.0, 0.85,
                           action_server='xarm_gripper/gripper_action'),))
 
@@ -132,8 +160,13 @@ def franka(arm_id: str = 'fr3') -> RobotSpec:
             'forward_position_controller': Controller(
                 'position_stream', 'forward_position_controller/commands', 1000.0)},
         default_controller=f'{arm_id}_arm_controller',
+        # franka_gripper: a GripperCommand goal position is one finger's joint (the opening
+        # is twice it); closing grasps with max_effort as the force. Franka Hand: 70 N
+        # continuous grasping force.
         grippers=(Gripper('gripper', f'{arm_id}_finger_joint1', 0.04, 0.0,
-                          action_server='franka_gripper/gripper_action'),))
+                          action_server='franka_gripper/gripper_action', max_effort=70.0,
+                          move_action='franka_gripper/move',
+                          grasp_action='franka_gripper/grasp'),))
 
 
 def ur(model: str = 'ur5e') -> RobotSpec:
@@ -157,8 +190,11 @@ def ur(model: str = 'ur5e') -> RobotSpec:
             'forward_position_controller': Controller(
                 'position_stream', 'forward_position_controller/commands', rate)},
         default_controller='scaled_joint_trajectory_controller',
+        # Robotiq 2F-85 (ros2_robotiq_gripper, a GripperActionController on
+        # left_knuckle_joint); its grip force range is 20-235 N.
         grippers=(Gripper('gripper', 'left_knuckle_joint', 0.0, 0.8,
-                          action_server='robotiq_gripper_controller/gripper_cmd'),),
+                          action_server='robotiq_gripper_controller/gripper_cmd',
+                          max_effort=235.0),),
         speed_scaling_topic='speed_scaling_state_broadcaster/speed_scaling',
         program_running_topic='io_and_status_controller/robot_program_running')
 

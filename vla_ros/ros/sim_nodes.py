@@ -2,7 +2,10 @@
 
 - `sim_robot`: a SimArm (vla_ros/sim/arm.py) behind the robot's real controller topic and
   message type, publishing joint_states like joint_state_broadcaster (gripper joints
-  included). The policy node cannot tell it from the driver.
+  included). Grippers with a driver action (xArm, Franka Hand, Robotiq on UR) get a real
+  control_msgs/GripperCommand action server at the driver's name (vla_ros/ros/sim_gripper.py)
+  moving a SimGripper (`gripper_stroke_s` for a full stroke); AgiBot's gripper joints are arm
+  joints on /joint_command. The policy node cannot tell it from the driver.
   With `scene:=tabletop` it also runs the tabletop touch tasks (vla_ros/sim/scene.py): scene
   and wrist cameras (sensor_msgs/Image rgb8 on camera/<name>/image_raw) rendered from the
   arm's current joint positions, `~/new_episode` (std_srvs/Trigger: home pose, new layout, the
@@ -37,7 +40,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.adapters.robots import robot_spec
 from vla_ros.ros.conversions import numpy_to_image
+from vla_ros.ros.sim_gripper import SimGripperServer
 from vla_ros.sim.arm import SimArm
+from vla_ros.sim.gripper import SimGripper
 
 
 def duration_to_s(d) -> float:
@@ -57,10 +62,18 @@ class SimRobotNode(Node):
         self.declare_parameter('image_height', 96)
         self.declare_parameter('episode_seed', 0)
         self.declare_parameter('instruction_topic', 'vla_policy/instruction')
+        self.declare_parameter('gripper_stroke_s', 0.5)
         spec = robot_spec(self.get_parameter('robot').value)
         name = self.get_parameter('controller').value or spec.default_controller
         self.controller = spec.controllers[name]
         self.arm = SimArm(spec, np.array(initial) if initial else None)
+        stroke_s = float(self.get_parameter('gripper_stroke_s').value)
+        # Grippers behind a driver action; the others are arm joints (AgiBot).
+        self.grippers = {g.action_name: SimGripper(g, stroke_s) for g in spec.grippers
+                         if g.action_server and g.joint not in self.arm.names}
+        self.gripper_servers = {
+            name: SimGripperServer(self, sim, sim.gripper.action_server)
+            for name, sim in self.grippers.items()}
         self.errors = 0
         mode = self.controller.mode
         qos = QoSProfile(depth=10)
@@ -173,12 +186,20 @@ class SimRobotNode(Node):
 
     def _on_tick(self) -> None:
         now = time.monotonic()
-        self.arm.step(now, max(now - self._last, 1e-4))
+        dt = max(now - self._last, 1e-4)
+        self.arm.step(now, dt)
         self._last = now
+        g_names, g_pos, g_vel = [], [], []
+        for name, sim in self.grippers.items():
+            before = sim.position
+            sim.step(dt)
+            self.gripper_servers[name].step(dt)
+            g_names.append(sim.gripper.joint)
+            g_pos.append(sim.position)
+            g_vel.append((sim.position - before) / dt)
         pos, vel = self.arm.state()
-        g_names, g_pos = self.arm.gripper_state()
         msg = JointState(name=list(self.arm.names) + g_names, position=pos.tolist() + g_pos,
-                         velocity=vel.tolist() + [0.0] * len(g_pos))
+                         velocity=vel.tolist() + g_vel)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)
 

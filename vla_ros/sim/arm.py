@@ -5,7 +5,8 @@ in controller joint order (forward_position_controller), name+position pairs (Ag
 /joint_command), or a JointTrajectory (joint_trajectory_controller: points timed from receipt,
 interpolated linearly from the state at receipt, the last point held). Each physics step moves
 every joint toward its setpoint within its velocity limit, like a stiff position-controlled
-joint. Numpy only; the ROS wrapper is vla_ros/ros/sim_nodes.py.
+joint. Grippers behind a driver action are SimGrippers (vla_ros/sim/gripper.py); AgiBot's
+are joints here. Numpy only; the ROS wrapper is vla_ros/ros/sim_nodes.py.
 """
 
 from __future__ import annotations
@@ -35,12 +36,6 @@ class SimArm:
     @property
     def names(self) -> tuple[str, ...]:
         return self.spec.joint_names
-
-    def gripper_state(self) -> tuple[list[str], list[float]]:
-        """Gripper joints the driver reports but the arm controller does not command (held
-        open: the gripper action servers are not simulated)."""
-        extra = [g for g in self.spec.grippers if g.joint not in self.names]
-        return [g.joint for g in extra], [g.joint_open for g in extra]
 
     def reset(self, positions) -> None:
         """Teleports to `positions` and holds there (a new simulated episode)."""

@@ -4,9 +4,10 @@ Threads: `_control_loop` is its own thread (not an executor timer; see policy_no
 owns the SafetyFilter through `_safety_lock` and publishes every command: streamed setpoints
 each tick, and for trajectory controllers the plan ahead every `trajectory_rate_hz` period
 (on the control thread's absolute schedule, so no period is skipped or sent twice) and a
-hold at once, on the tick the filter stops tracking. Every tick runs the filter, whatever
-the inputs: with joint states missing or incomplete it holds from its last command, so a
-fault can never leave the arm on an old plan or end in a jump. Mixed into VlaPolicyNode.
+hold at once, on the tick the filter stops tracking; gripper goals follow the filter's
+state (gripper.py). Every tick runs the filter, whatever the inputs: with joint states
+missing or incomplete it holds from its last command, so a fault can never leave the arm on
+an old plan or end in a jump. Mixed into VlaPolicyNode.
 
 Why a thread and not a process: the thread shares the GIL with the executor and the worker,
 and on 2 loaded cores its p99 period error is 2.2x that of a bare loop beside it (README,
@@ -136,12 +137,16 @@ class ControlMixin:
             chunk = self.queue.last_chunk
             if chunk is not None:
                 self._e2e_pending = chunk.stamp_s  # taken when a command carrying it leaves
-        joint_target = None
+        joint_target = grippers = None
         if target is not None and not fault:
-            joint_target, _grippers = self.adapter.joint_targets(target.position, measured)
+            joint_target, grippers = self.adapter.joint_targets(target.position, measured)
+            fault = self._gripper_target_fault(grippers)
+            joint_target = None if fault else self._filter_joint_grippers(
+                joint_target, measured, t_mono)
         dt = 1.0 / self.p('control_rate_hz')
         with self._safety_lock:
             cmd = self.safety.step(joint_target, measured, dt, fault, self._external_scale)
+        self._tick_grippers(cmd.state, cmd.reason, grippers, t_mono)
         if cmd.state == 'holding':
             self._log_every('hold', 2.0, 'warn', f'holding: {cmd.reason}')
         previous, self._last_cmd = self._last_cmd, cmd

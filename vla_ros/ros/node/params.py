@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vla_ros.adapters.gripper_filter import FAULT_BEHAVIORS
 from vla_ros.adapters.robots import ROBOTS
 from vla_ros.runtime.chunking.merge import RTC_SCHEDULES, STRATEGIES
 
@@ -114,6 +115,23 @@ PARAMS: tuple[Param, ...] = (
           range=(0.01, 1.0)),
     Param('position_margin', 0.02, 'Distance kept from joint limits (rad or m).',
           range=(0.0, 0.5)),
+    Param('gripper_interface', 'gripper_command', 'How a gripper behind a driver action is '
+          'commanded: control_msgs/GripperCommand on its action, or (Franka Hand) franka_msgs '
+          'Move to open and Grasp to close (needs franka_msgs).',
+          choices=('gripper_command', 'franka_move_grasp')),
+    Param('gripper_open_threshold', 0.3, 'The gripper opens when the model\'s fraction '
+          'closed (0 open, 1 closed) falls to this; below gripper_close_threshold.',
+          range=(0.0, 1.0)),
+    Param('gripper_close_threshold', 0.7, 'The gripper closes when the fraction closed '
+          'reaches this; between the two thresholds the command stays.', range=(0.0, 1.0)),
+    Param('gripper_min_dwell_s', 0.5, 'Least time between two gripper command changes.',
+          range=(0.0, 10.0)),
+    Param('gripper_fault_behavior', 'hold', 'What the gripper does when the arm holds on a '
+          'fault or the node leaves active: hold its command, open or close.', dynamic=True,
+          choices=FAULT_BEHAVIORS),
+    Param('gripper_max_effort', 20.0, 'max_effort of gripper goals (N; the Franka Hand\'s '
+          'grasp force), capped by the gripper (Franka Hand 70, Robotiq 2F-85 235).',
+          dynamic=True, range=(0.0, 1000.0)),
     Param('backend', 'onnxruntime', 'onnxruntime | tensorrt.',
           choices=('onnxruntime', 'tensorrt')),
     Param('device', 'cpu', 'onnxruntime device: cpu | cuda | tensorrt.',

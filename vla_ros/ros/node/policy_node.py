@@ -15,10 +15,10 @@ Threads and what they own:
   loader thread       (hot-swap only) loads and warms a new package, hands it to the worker.
 This file holds the lifecycle and the ROS entities; the rest of
 the node is mixed in from its own modules beside it: inputs.py (subscriptions, callbacks, the
-worker's snapshot), control.py (control thread, trajectory updates), engage.py (the engage
-gate, engage/reset services, the stop on leaving active), swap.py (model loading and
-hot-swap), reconfigure.py (parameter declaration and changes), status.py (~/status,
-/diagnostics), guard.py (the callback guard).
+worker's snapshot), control.py (control thread, trajectory updates), gripper.py (gripper
+filters and their action clients), engage.py (the engage gate, engage/reset services, the
+stop on leaving active), swap.py (model loading and hot-swap), reconfigure.py (parameter
+declaration and changes), status.py (~/status, /diagnostics), guard.py (the callback guard).
 Transitions: configure loads and validates everything and warms up (FAILURE with the reason
 on any error); activate starts the worker and the timers; deactivate stops them and holds;
 cleanup releases everything. Faults never raise out of a callback: they end in a hold, a
@@ -51,6 +51,7 @@ from vla_ros.adapters.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros.conversions import s_to_stamp
 from vla_ros.ros.node.control import ControlMixin
 from vla_ros.ros.node.engage import ENGAGE_ON_ACTIVATE_TIMEOUT_S, EngageMixin
+from vla_ros.ros.node.gripper import GripperMixin
 from vla_ros.ros.node.guard import duration_msg
 from vla_ros.ros.node.inputs import InputsMixin
 from vla_ros.ros.node.params import PARAMS
@@ -65,8 +66,8 @@ from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.serving.worker import InferenceWorker
 
 
-class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, ReconfigureMixin,
-                    StatusMixin, LifecycleNode):
+class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMixin,
+                    ReconfigureMixin, StatusMixin, LifecycleNode):
     """Lifecycle and wiring; the parts live beside this file (see the module docstring)."""
 
     def __init__(self, **kwargs) -> None:
@@ -87,6 +88,8 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
         self.worker: InferenceWorker | None = None
         self.slots: InputSlots | None = None
         self._subs, self._srvs, self._timers, self._pubs = [], [], [], {}
+        self._gripper_channels = []  # (GripperFilter, GripperChannel): driver actions
+        self._joint_grippers = []  # (GripperFilter, joint index): grippers commanded as joints
         self._external_scale = 1.0
         self._program_running = True
         self._fault = ''
@@ -159,8 +162,10 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
             self.safety = SafetyFilter(self.adapter.lower, self.adapter.upper,
                                        self.adapter.velocity, self.adapter.acceleration,
                                        safety_cfg, self.adapter.commanded)
+            self._create_grippers()
         except LOAD_ERRORS as e:
             self.get_logger().error(f'configure failed: {type(e).__name__}: {e}')
+            self._destroy_grippers()  # a failed configure leaves no action client either
             if self.policy is not None:  # a failed configure leaves no inference process
                 self.policy.close()
             self._reset_state()
@@ -238,12 +243,14 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Brings the arm to rest, then stops the control thread and the worker (joined
-        with a timeout). -> inactive; engage again after the next activate."""
+        with a timeout) and sends the grippers' fault behaviour. -> inactive; engage again
+        after the next activate."""
         self._bring_to_rest('deactivate')
         for t in self._timers:
             self.destroy_timer(t)
         self._timers = []
         self._stop_control()
+        self._stop_grippers('deactivate')
         if self.worker and not self.worker.stop(timeout_s=10.0):
             self.get_logger().error('inference worker did not stop within 10 s')
         self.queue.clear()
@@ -258,12 +265,16 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """From any state: brings the arm to rest if it was active, releases everything."""
-        if self._active:
+        """From any state: brings the arm to rest if it was active (and sends the grippers'
+        fault behaviour), releases everything."""
+        was_active = self._active
+        if was_active:
             self._bring_to_rest('shutdown')
         for t in self._timers:
             self.destroy_timer(t)
         self._stop_control()
+        if was_active:
+            self._stop_grippers('shutdown')
         if self.worker:
             self.worker.stop(timeout_s=10.0)
         self._release()
@@ -281,6 +292,7 @@ class VlaPolicyNode(InputsMixin, ControlMixin, EngageMixin, SwapMixin, Reconfigu
         super().destroy_node()
 
     def _release(self) -> None:
+        self._destroy_grippers()
         for s in self._subs:
             self.destroy_subscription(s)
         for s in self._srvs:

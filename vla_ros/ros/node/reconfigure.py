@@ -172,6 +172,8 @@ class ReconfigureMixin:
             with self._safety_lock:
                 c = self.safety.config
                 self.safety.config = replace(c, **{name: value})
+        elif name in ('gripper_fault_behavior', 'gripper_max_effort'):
+            self._set_gripper_config(name, value)
 
     def _validate_policy_config(self, cfg: PolicyConfig) -> None:
         m = self.manifest

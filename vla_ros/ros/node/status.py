@@ -1,7 +1,8 @@
 """The vla_policy node's status: `~/status` and `/diagnostics` at 2 Hz.
 
-An executor timer; reads the worker's statistics, the queue, the last safety command and the
-swap state, and publishes one DiagnosticStatus (also as a DiagnosticArray on /diagnostics).
+An executor timer; reads the worker's statistics, the queue, the last safety command, the
+swap state and the grippers' goals, and publishes one DiagnosticStatus (also as a
+DiagnosticArray on /diagnostics).
 Mixed into VlaPolicyNode (policy_node.py).
 """
 
@@ -42,12 +43,18 @@ class StatusMixin:
             'external_speed_scale': f'{self._external_scale:.3f}',
             'model_swap': f'{self._swap["state"]} {self._swap["detail"]}'.strip(),
         }
+        gripper_values, gripper_failing = self._gripper_status()
+        values.update(gripper_values)
         holding = safety_state in ('holding', 'estop')
         level = (DiagnosticStatus.ERROR if safety_state == 'estop' or w.stats.failures and
                  w.stats.last_error == self._fault else
-                 DiagnosticStatus.WARN if holding or self._swap['state'] == 'failed' else
+                 DiagnosticStatus.WARN if holding or self._swap['state'] == 'failed' or
+                 gripper_failing else
                  DiagnosticStatus.OK)
         message = (f'{safety_state}: {cmd.reason}' if cmd and cmd.reason else safety_state)
+        if gripper_failing:
+            message += '; gripper: ' + '; '.join(
+                c.last_error for _, c in self._gripper_channels if c.failing)
         status = DiagnosticStatus(level=level, name='vla_policy: policy', message=message,
                                   hardware_id=self.adapter.robot.name,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
