@@ -203,6 +203,15 @@ def ros():
     h.close()
 
 
+def pytest_configure(config):
+    """The tiny models gain nothing from a second intra-op thread, and on a shared 2-core
+    machine torch's OpenMP workers spin-wait for a descheduled sibling at every op (training
+    steps measured 50x slower beside a busy process). Child processes keep their defaults."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault table of the node's fault tests (ros_harness.Recorder.report)."""
     rows = sys.modules['ros_harness'].FAULT_ROWS if 'ros_harness' in sys.modules else []

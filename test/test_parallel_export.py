@@ -89,10 +89,22 @@ def test_parallel_export_reports_every_graph_once(serial_and_parallel):
     assert done == list(range(1, n + 1))
 
 
-def test_auto_jobs_stays_within_cpus_graphs_and_memory(monkeypatch):
+def test_idle_cpus_leave_out_the_busy_ones(monkeypatch):
     from vla_ros.export import parallel
 
-    monkeypatch.setattr(parallel, 'available_cpus', lambda: 8)
+    monkeypatch.setattr(parallel, 'available_cpus', lambda: 4)
+    monkeypatch.setattr(parallel.os, 'getloadavg', lambda: (2.6, 0.0, 0.0))
+    assert parallel.idle_cpus() == 2  # this process's own CPU counts as free
+    monkeypatch.setattr(parallel.os, 'getloadavg', lambda: (9.0, 0.0, 0.0))
+    assert parallel.idle_cpus() == 1
+    monkeypatch.setattr(parallel.os, 'getloadavg', lambda: (1.1, 0.0, 0.0))
+    assert parallel.idle_cpus() == 4
+
+
+def test_auto_jobs_stays_within_idle_cpus_graphs_and_memory(monkeypatch):
+    from vla_ros.export import parallel
+
+    monkeypatch.setattr(parallel, 'idle_cpus', lambda: 8)
     monkeypatch.setattr(parallel, 'available_memory_bytes', lambda: 6 << 30)
     assert parallel.auto_jobs(3, 1 << 20) == 3
     assert parallel.auto_jobs(20, 1 << 20) == 5  # 6 GiB / (1 GiB + 2 MiB) per worker

@@ -79,10 +79,22 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def idle_cpus() -> int:
+    """CPUs not already busy: the usable ones less the last minute's load average, counting
+    this process's own CPU as free (it only waits while the workers export)."""
+    n = available_cpus()
+    try:
+        busy = max(0, int(round(os.getloadavg()[0])) - 1)
+    except OSError:
+        busy = 0
+    return max(1, min(n, n - busy))
+
+
 def auto_jobs(n_graphs: int, largest_graph_bytes: int) -> int:
-    """As many workers as CPUs and graphs allow, fewer where memory would not hold them (each
-    worker holds its graph's weights about twice while serializing, plus its own footprint)."""
-    jobs = min(available_cpus(), n_graphs)
+    """As many workers as idle CPUs and graphs allow (a worker on a busy CPU only adds its
+    start-up), fewer where memory would not hold them (each worker holds its graph's weights
+    about twice while serializing, plus its own footprint). One means: in this process."""
+    jobs = min(idle_cpus(), n_graphs)
     mem = available_memory_bytes()
     if mem is not None:
         jobs = min(jobs, max(1, mem // (2 * largest_graph_bytes + WORKER_BASE_BYTES)))
