@@ -31,7 +31,8 @@ OUT = ROOT / 'out' / 'mutation'
 # module -> (files to mutate, tests that cover them, pytest -k expression or '')
 MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'safety': (('vla_ros/adapters/safety.py',),
-               ('test/test_safety_limits.py', 'test/test_safety_regressions.py'), ''),
+               ('test/test_safety_states.py', 'test/test_safety_limits.py',
+                'test/test_safety_regressions.py'), ''),
     'chunking': (('vla_ros/runtime/chunking/*',),
                  ('test/test_action_queue.py', 'test/test_scheduling.py'), ''),
     # The calibration tests that export a model take minutes each; early exit's own ones
