@@ -224,3 +224,39 @@ def test_an_estop_latches_while_a_parameter_request_is_still_being_answered(ros,
     assert not fut.done()  # latched while the request was still being answered
     release.set()
     assert wait_for(fut.done, 10)
+
+
+def test_an_entity_gone_under_the_executor_is_logged_and_the_node_spins_on(monkeypatch):
+    """spin_until (main's loop): InvalidHandle from one spin (an entity a transition destroyed
+    while another executor thread waited on it) is logged and spinning goes on."""
+    import threading
+
+    from rclpy.exceptions import InvalidHandle
+
+    from vla_ros.ros.node.policy_node import spin_until
+
+    stop = threading.Event()
+    calls, warnings = [], []
+
+    class Executor:
+        def spin_once(self, timeout_sec):
+            calls.append(timeout_sec)
+            if len(calls) == 1:
+                raise InvalidHandle('subscription destroyed')
+            if len(calls) == 3:
+                stop.set()
+
+    class Logger:
+        def warn(self, msg):
+            warnings.append(msg)
+
+    class Node:
+        def get_logger(self):
+            return Logger()
+
+    import rclpy
+
+    monkeypatch.setattr(rclpy, 'ok', lambda *a, **k: True)  # the loop needs no context
+    spin_until(stop, Executor(), Node())
+    assert len(calls) == 3
+    assert len(warnings) == 1 and 'subscription destroyed' in warnings[0]

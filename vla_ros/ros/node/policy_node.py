@@ -338,6 +338,20 @@ def make_executor(kind: str = 'multi'):
     return MultiThreadedExecutor(num_threads=4)
 
 
+def spin_until(stop: threading.Event, executor, node) -> None:
+    """Spins until `stop` or ROS shutdown. An entity destroyed by a transition (cleanup, a
+    failed configure) while another executor thread waited on it surfaces here as
+    InvalidHandle: rclpy leaves it out of the next wait, so the node spins on (logged)."""
+    from rclpy.exceptions import InvalidHandle
+
+    while not stop.is_set() and rclpy.ok():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except InvalidHandle as e:
+            node.get_logger().warn(f'an entity went away while the executor waited on it '
+                                   f'({e}); spinning on')
+
+
 def main(args=None) -> None:
     """Runs the node until SIGINT (Ctrl-C) or SIGTERM (`docker stop`, a launch shutting
     down). Either one ends in order while ROS still runs: an active node is deactivated (the
@@ -361,8 +375,7 @@ def main(args=None) -> None:
         if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
     try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        spin_until(stop, executor, node)
         if received:
             node.get_logger().info(f'{received[0]}: shutting down')
         if node._active:
