@@ -279,3 +279,28 @@ def test_stop_speed_brakes_within_the_distance_exactly():
                                             (0.0, 0.0), (1.0, 1.0)])
 def test_external_scale_is_clamped_and_non_finite_means_stop(scale, expected):
     assert _clamped_scale(scale) == expected
+
+
+def test_disengaged_while_still_braking_never_re_anchors_onto_a_lagging_arm():
+    f = _engaged()
+    for _ in range(30):
+        f.step(np.array([1.0, 1.0]), np.zeros(2), DT)
+    f.disengage()
+    cmd, vel = f.cmd.copy(), f.vel.copy()
+    lagging = cmd - 2 * REANCHOR_TOLERANCE  # the arm behind its command, as arms are
+    out = f.step(None, lagging, DT)
+    # Braking on from the command (one tick at the decelerated speed), not a jump back.
+    np.testing.assert_allclose(out.velocities, vel - 10.0 * DT)
+    np.testing.assert_allclose(out.positions, cmd + (vel - 10.0 * DT) * DT)
+
+
+def test_trajectory_is_clipped_at_the_lower_margin_too():
+    f = _engaged()
+    _, pos, _ = f.filter_trajectory(np.array([5.0]), np.array([[-3.0, -0.95]]))
+    np.testing.assert_allclose(pos[1], [-0.9, -0.9])
+
+
+def test_a_one_segment_trajectory_starts_at_its_segment_velocity():
+    f = _engaged()
+    _, _, vel = f.filter_trajectory(np.array([1.0]), np.array([[0.4, -0.2]]))
+    np.testing.assert_allclose(vel, [[0.4, -0.2], [0.0, 0.0]])
