@@ -90,7 +90,7 @@ def engage(ros: RosHarness, namespace: str = '') -> None:
 
 def estop(ros: RosHarness) -> None:
     pub = ros.io.create_publisher(Bool, '/vla_policy/estop', 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 20)
     pub.publish(Bool(data=True))
 
 
@@ -109,7 +109,7 @@ def test_the_models_gripper_value_is_one_goal_on_the_drivers_action(ros, gripper
     assert server.goals[0]['max_effort'] == pytest.approx(30.0)
     assert sim.grippers['gripper'].position == pytest.approx(CLOSED[robot])
     # The model reads the gripper back from joint_states: closed is 1.
-    assert wait_for(lambda: abs(node._observe().state[-1] - 1.0) < 1e-6, 5)
+    assert wait_for(lambda: abs(node._observe().state[-1] - 1.0) < 1e-6, 20)
     time.sleep(0.5)
     assert len(server.goals) == 1  # the command did not change: nothing more was sent
     assert node._gripper_channels[0][1].state == 'succeeded'
@@ -136,7 +136,7 @@ def test_an_estop_holds_the_gripper_when_configured_to_hold(ros, gripper_package
     engage(ros)
     assert wait_for(lambda: outcomes(server) == ['succeeded'], 20)
     estop(ros)
-    assert wait_for(lambda: node._last_cmd.state == 'estop', 5)
+    assert wait_for(lambda: node._last_cmd.state == 'estop', 20)
     time.sleep(0.5)
     assert outcomes(server) == ['succeeded']  # no goal after the e-stop
     assert sim.grippers['gripper'].position == pytest.approx(CLOSED['ur5e'])
@@ -160,7 +160,7 @@ def test_stale_joint_states_close_the_gripper_when_configured(ros, gripper_packa
         server.goals
     sent = len(server.goals)
     paused.append(True)
-    assert wait_for(lambda: len(server.goals) == sent + 1, 5), server.goals
+    assert wait_for(lambda: len(server.goals) == sent + 1, 20), server.goals
     assert server.goals[-1]['position'] == pytest.approx(CLOSED['fr3'])
     assert node._last_cmd.state == 'holding' and 'joint_states' in node._last_cmd.reason
 
@@ -176,7 +176,7 @@ def test_deactivate_sends_the_fault_behavior(ros, gripper_package):
         server.goals
     sent = len(server.goals)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: len(server.goals) == sent + 1, 5), server.goals
+    assert wait_for(lambda: len(server.goals) == sent + 1, 20), server.goals
     assert server.goals[-1]['position'] == pytest.approx(OPEN['fr3'])
 
 
@@ -187,11 +187,11 @@ def test_configure_creates_and_cleanup_destroys_the_gripper_action_client(ros,
             ros.io, 'vla_policy', '/')]
 
     node, _ = start(ros, gripper_package('xarm6', 1.0), 'xarm6')
-    assert wait_for(lambda: clients() == ['/xarm_gripper/gripper_action'], 5), clients()
+    assert wait_for(lambda: clients() == ['/xarm_gripper/gripper_action'], 20), clients()
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert node._gripper_channels == []
-    assert wait_for(lambda: clients() == [], 5), clients()
+    assert wait_for(lambda: clients() == [], 20), clients()
 
 
 def test_agibot_gripper_joints_are_commanded_on_joint_command(ros, gripper_package):
@@ -207,7 +207,7 @@ def test_agibot_gripper_joints_are_commanded_on_joint_command(ros, gripper_packa
     assert wait_for(lambda: got and commanded(left) > 0.7, 20), commanded(left)
     assert commanded(right) == pytest.approx(0.0, abs=0.03)
     i = sim.arm.names.index(left)
-    assert wait_for(lambda: sim.arm.state()[0][i] > 0.7, 5)
+    assert wait_for(lambda: sim.arm.state()[0][i] > 0.7, 20)
     assert node._gripper_channels == []  # no driver action: joints only
 
 
