@@ -138,6 +138,9 @@ class OrtBackend(Backend):
         sess.run_with_iobinding(binding)
         return dict(zip(names, binding.get_outputs(), strict=True))
 
+    def has_graph(self, graph: str) -> bool:
+        return graph in self.sessions
+
     def to_host(self, value: Any) -> np.ndarray:
         return value.numpy() if hasattr(value, 'numpy') and not isinstance(value, np.ndarray) \
             else np.asarray(value)
