@@ -142,6 +142,14 @@ def test_a_fresh_policy_decides_from_its_first_exit_of_the_same_call(evo1):
 
 def test_full_mode_runs_teach_the_deadline_the_exit_costs(evo1):
     pkg, pol = evo1
+    pol.pipeline.chains = {}  # segments one by one, as a package without a chain runs them
     pol.infer(_obs(pkg))  # full mode: segments at every exit, one 10-step head at the last
     assert all(s is not None for s in pol.costs.segment_estimates())
     assert all(h is not None and h > 0 for h in pol.costs.head_estimates(FLOW))
+
+
+def test_a_chained_run_is_not_taken_for_one_segments_cost(evo1):
+    pkg, pol = evo1
+    assert pol.pipeline.chains  # the tiny package has a chain of every segment
+    pol.infer(_obs(pkg))
+    assert all(s is None for s in pol.costs.segment_estimates())

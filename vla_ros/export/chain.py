@@ -35,6 +35,23 @@ def _rename(graph, old: str, new: str) -> None:
             vi.name = new
 
 
+def _topological(nodes, known: set[str]) -> list:
+    """Nodes in an order where each input is made before it is used (fp16 conversion appends
+    its input casts at the end; ONNX Runtime sorts on load, the checker does not)."""
+    known, pending, ordered = set(known) | {''}, list(nodes), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise ValueError(f'segment graph has a cycle or a missing input near '
+                             f'{pending[0].name!r}')
+        for n in ready:
+            known.update(n.output)
+        ordered.extend(ready)
+        ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ids]
+    return ordered
+
+
 def compose_segments(paths: list[Path], out: Path) -> None:
     """Writes one graph that runs the segment graphs at `paths` in order."""
     import onnx
@@ -54,7 +71,8 @@ def compose_segments(paths: list[Path], out: Path) -> None:
         _rename(g, 'hidden', 'hidden' if i == 0 else f's{i - 1}/hidden_out')
         last = i == len(models) - 1
         _rename(g, 'hidden_out', 'hidden_out' if last else f's{i}/hidden_out')
-        nodes.extend(g.node)
+        known = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+        nodes.extend(_topological(g.node, known))
         inits.extend(g.initializer)
         infos.extend(g.value_info)
         outputs.extend(vi for vi in g.output if vi.name in keep or (last and vi.name ==

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.runtime.backends import Backend, load_backend
+from vla_ros.runtime.bench.flops import gflops_report, inference_flops, matmul_ceiling
 from vla_ros.runtime.bench.load import machine_load
 from vla_ros.runtime.bench.memory import backend_memory
 from vla_ros.runtime.bench.policy_costs import deadline_summary, flow_truncation
@@ -156,6 +157,16 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
     for name in policies:
         entries[name]['modes']['full'] = full[name][0]
         progress(_line(name, 'full', full[name][0]))
+    # FLOPs of one profiled full-depth inference, against ONNX Runtime's matmul here.
+    flop = inference_flops(pkg, observations[0], cfg.threads)
+    ceiling = matmul_ceiling(cfg.threads) if cfg.device == 'cpu' else None
+    for name in policies:
+        if ceiling is not None:
+            g = gflops_report(flop['flop'],
+                              full[name][0]['latency_ms']['total']['p50'], ceiling)
+            entries[name]['gflops'] = {**g, 'flop_by_graph': flop['flop_by_graph']}
+            progress(f'bench: {name} {g["achieved"]:.1f} GFLOP/s of a {g["ceiling"]:.1f} '
+                     f'GFLOP/s matmul ceiling ({g["fraction"]:.0%})')
     for ts in sets:
         res = run_modes(policies, PolicyConfig(mode='early_exit', threshold_set=ts),
                         observations, cfg)
