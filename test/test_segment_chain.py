@@ -132,18 +132,31 @@ def test_the_torch_backend_runs_the_same_chain(exported):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def _without_chain(root: Path) -> None:
+    """Makes the package at root a schema-1 package without a chain, as packages were."""
+    from dataclasses import replace
+
+    from vla_ros.runtime.package.loader import write_manifest
+
+    m = load_package(root).manifest
+    for g in m.graphs_with_role('segment_chain'):
+        for v in g.variants.values():
+            (root / v.file).unlink()
+    write_manifest(root, replace(m, schema_version=1, graphs=tuple(
+        g for g in m.graphs if g.role != 'segment_chain')))
+
+
 def test_an_old_package_gets_a_chain_with_unchanged_actions(tmp_path):
     from vla_ros.export.chain import add_segment_chain
 
     src = Path(__file__).parents[1] / 'models' / 'default'
-    old = tmp_path / 'old'
-    shutil.copytree(src, old)
-    shutil.copytree(src, tmp_path / 'new')
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    for d in (old, new):
+        shutil.copytree(src, d)
+        _without_chain(d)
     old_pkg = load_package(old)
-    if old_pkg.manifest.graphs_with_role('segment_chain'):
-        pytest.skip('the shipped model already has a chain')
     assert old_pkg.manifest.schema_version == 1
-    new_pkg = add_segment_chain(tmp_path / 'new', progress=lambda _: None)
+    new_pkg = add_segment_chain(new, progress=lambda _: None)
     assert new_pkg.manifest.schema_version == 2
     obs = observation(old_pkg)
     a = Policy(old_pkg, load_backend(old_pkg), PolicyConfig(mode='full')).infer(obs)
