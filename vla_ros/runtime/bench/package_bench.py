@@ -158,10 +158,12 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
         entries[name]['modes']['full'] = full[name][0]
         progress(_line(name, 'full', full[name][0]))
     # FLOPs of one profiled full-depth inference, against ONNX Runtime's matmul here.
-    flop = inference_flops(pkg, observations[0], cfg.threads)
-    ceiling = matmul_ceiling(cfg.threads) if cfg.device == 'cpu' else None
+    # (CPU runs only: the count comes from ONNX Runtime's CPU profile.)
+    cpu = cfg.device == 'cpu'
+    flop = inference_flops(pkg, observations[0], cfg.threads) if cpu else None
+    ceiling = matmul_ceiling(cfg.threads) if cpu else None
     for name in policies:
-        if ceiling is not None:
+        if cpu:
             g = gflops_report(flop['flop'],
                               full[name][0]['latency_ms']['total']['p50'], ceiling)
             entries[name]['gflops'] = {**g, 'flop_by_graph': flop['flop_by_graph']}
