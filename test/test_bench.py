@@ -17,8 +17,20 @@ def test_bench_reports_stages_exits_and_the_torch_ratio(exported, tmp_path):
     assert set(full['latency_ms']) == {'preprocess', 'vision', 'embed', 'segment', 'head',
                                        'total'}
     assert full['exit_histogram'] == {'3': 3} and full['backbone_compute_fraction'] == 1.0
-    assert ort['modes']['deadline']['deadline_ms'] == 1000.0
-    assert ort['flow_truncation']['truncated_steps'] == 2
+    deadline = ort['modes']['deadline']
+    assert deadline['deadline_ms'] == 1000.0
+    assert deadline['bound_ms'] == deadline['deadline_ms'] + deadline['segment_ms']
+    assert deadline['met'] == (deadline['p99_ms'] <= deadline['bound_ms'])
+    assert len(deadline['total_ms_samples']) == 3
+    flow = ort['flow_truncation']
+    assert flow['truncated_steps'] == 2 and flow['full_steps'] == 10
+    n = len(pkg.manifest.exits.layers)
+    assert len(flow['head_ratio_vs_full']) == len(flow['exit_head_ratio_vs_full']) == n
+    # the head time up to exit k includes every exit before it
+    assert flow['head_ratio_vs_full'] == sorted(flow['head_ratio_vs_full'])
+    g = ort['gflops']
+    assert g['flop_per_inference'] > 0 and g['ceiling'] > 0
+    assert g['fraction'] == g['achieved'] / g['ceiling']
     assert 'torch' in report['backends'] and report['torch_over_onnxruntime_p50'] > 0
     paths = write_plots(report, tmp_path / 'plots')
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -64,6 +64,8 @@ def test_no_weight_is_stored_in_two_graphs(exported, name):
             weights[digest(a)] = weights[digest(a.T)] = n
     found: dict[str, list[str]] = {}
     for g in pkg.manifest.graphs:
+        if g.role == 'segment_chain':  # repeats the segments' weights on purpose (chain.py)
+            continue
         proto = onnx.load(str(pkg.graph_path(g.name)))
         for init in proto.graph.initializer:
             d = digest(onnx.numpy_helper.to_array(init))
@@ -86,7 +88,7 @@ def test_no_weight_is_stored_in_two_graphs(exported, name):
 def test_graphs_are_split_at_the_exits(exported, name, roles):
     model, pkg, _ = exported[name]
     m = load_package(pkg.root).manifest  # full validation, hashes included
-    assert {g.role for g in m.graphs} == roles
+    assert {g.role for g in m.graphs} == roles | {'segment_chain'}  # small: chained
     segs = sorted(m.graphs_with_role('segment'), key=lambda g: g.layers)
     assert [g.layers[1] - 1 for g in segs] == list(model.cfg.exits) == list(m.exits.layers)
     assert m.prompt.sequence_length == model.layout.length

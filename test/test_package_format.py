@@ -27,7 +27,7 @@ def _rejects(root: Path, kind: str, match: str) -> PackageError:
 def test_valid_package_loads_with_hashes(tiny_package):
     pkg = load_package(tiny_package)
     m = pkg.manifest
-    assert m.name == 'tiny' and m.schema_version == SCHEMA_VERSION
+    assert m.name == 'tiny' and m.schema_version == 1  # an older package reads as it is
     assert set(m.files) == {'graphs/head_step.onnx', 'tokenizer.json'}
     assert pkg.graph_path('head_step') == tiny_package / 'graphs' / 'head_step.onnx'
     assert m.action.chunk_len == 4 and m.state.dim == 2
@@ -66,6 +66,23 @@ def test_truncated_file_fails_size_check_even_without_hashing(tiny_package):
     with pytest.raises(PackageError, match='bytes') as info:
         load_package(tiny_package, verify_hashes=False)
     assert info.value.kind == 'hash_mismatch'
+
+
+def _as_chain(version):
+    def edit(d):
+        d['schema_version'] = version
+        d['graphs'][0].update(role='segment_chain', layers=[0, 2])
+    return edit
+
+
+def test_a_segment_chain_needs_schema_version_2(tiny_package):
+    edit_manifest(tiny_package, _as_chain(1))
+    _rejects(tiny_package, 'invalid', 'needs schema_version 2')
+
+
+def test_a_segment_chain_must_start_and_end_where_segments_do(tiny_package):
+    edit_manifest(tiny_package, _as_chain(2))
+    _rejects(tiny_package, 'inconsistent', 'where segments do')
 
 
 def test_unknown_schema_version_is_rejected(tiny_package):

@@ -81,6 +81,9 @@ class ExportSpec:
     gripper: dict[str, Any] | None = None  # GripperSpec fields (post-processing)
     optional_cameras: tuple[str, ...] = ()  # may be missing (filled as `missing` says, masked)
     action_mask: bool = False  # flow heads: hold the padded action dims at zero (Evo-1)
+    # The segments fused into one graph for runs without exit decisions (chain.py); None:
+    # only when the segments are small, where one call instead of one per segment matters.
+    segment_chain: bool | None = None
 
 
 def camera_specs(cfg: VLAConfig, overrides: dict[str, Any] | None = None,
@@ -174,8 +177,8 @@ def export_package(model: VLA, out_dir: str | Path, spec: ExportSpec, tokenizer,
                    *, verify: bool = True, atol: float = 1e-4, jobs: int | None = None,
                    progress: Callable[[str], None] = print) -> ModelPackage:
     """Writes a complete, validated package to out_dir (which must not exist or be empty).
-    `jobs`: worker processes exporting graphs side by side (None: as many as CPUs, graphs
-    and memory allow; 1: all in this process)."""
+    `jobs`: worker processes exporting graphs side by side (None: as many as idle CPUs,
+    graphs and memory allow; 1: all in this process)."""
     import onnx
 
     cfg = model.cfg
@@ -224,6 +227,7 @@ def export_package(model: VLA, out_dir: str | Path, spec: ExportSpec, tokenizer,
     tokenizer.save(str(out / 'tokenizer.json'))
     manifest = build_manifest(model, spec, tuple(graphs))
     pkg = write_manifest(out, manifest)
+    pkg = _add_chain(pkg, spec.segment_chain, verify, progress)
     progress(f'export: wrote {out} ({pkg.total_bytes / 2**20:.1f} MiB) in '
              f'{time.monotonic() - started:.1f} s')
     return pkg
@@ -289,6 +293,23 @@ def _done_line(i: int, n: int, plan: GraphPlan, out: Path, seconds: float, err: 
     span = f' layers {plan.layers[0]}-{plan.layers[1] - 1}' if plan.layers else ''
     check = f', max |onnx - torch| {err:.1e}' if verify else ''
     return f'export: [{i}/{n}] {plan.name}{span}: {seconds:.1f} s, {size / 2**20:.1f} MiB{check}'
+
+
+def _add_chain(pkg: ModelPackage, wanted: bool | None, verify: bool,
+               progress: Callable[[str], None]) -> ModelPackage:
+    from vla_ros.export.chain import CHAIN_MAX_BYTES, chain_graph, segment_bytes, with_chain
+
+    segments = pkg.manifest.graphs_with_role('segment')
+    if wanted is None:
+        wanted = len(segments) > 1 and segment_bytes(pkg, segments) <= CHAIN_MAX_BYTES
+    if not wanted:
+        return pkg
+    t0 = time.monotonic()
+    chain = chain_graph(pkg, verify=verify)
+    pkg = write_manifest(pkg.root, with_chain(pkg.manifest, chain))
+    progress(f'export: segment chain of layers {chain.layers[0]}-{chain.layers[1] - 1}: '
+             f'{time.monotonic() - t0:.1f} s')
+    return pkg
 
 
 def _data_files(path: Path) -> tuple[str, ...]:

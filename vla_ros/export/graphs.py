@@ -222,6 +222,17 @@ def build_graphs(model: VLA) -> list[GraphDef]:
     return defs
 
 
+def chain_def(model: VLA) -> GraphDef:
+    """Every segment as one module: the torch side of a package's segment chain (chain.py
+    builds the ONNX one from the segment files), with the same name and outputs."""
+    segs = [d for d in build_graphs(model) if d.role == 'segment']
+    start, end = segs[0].layers[0], segs[-1].layers[1]
+    extras = {'flow_expert': 'kv', 'bridge': 'feat'}.get(model.cfg.head.type)
+    names = ['hidden_out'] + [n for d in segs for n in d.outputs if n != 'hidden_out']
+    return GraphDef('segment_chain', 'segment_chain', _Segment(model, start, end, extras),
+                    ['hidden', 'attention_mask'], names, (start, end))
+
+
 def plan_graphs(model: VLA, seed: int = 0) -> list[GraphPlan]:
     """The graphs of a model, each with example inputs computed by running the graphs
     before it in order (so every example is a real intermediate tensor)."""

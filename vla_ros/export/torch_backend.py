@@ -22,7 +22,7 @@ class TorchBackend(Backend):
                  threads: int | None = None) -> None:
         import torch
 
-        from vla_ros.export.graphs import build_graphs  # the graph boundaries, shared
+        from vla_ros.export.graphs import build_graphs, chain_def  # the graph boundaries
 
         if device.startswith('cuda') and not torch.cuda.is_available():
             raise BackendError('torch has no CUDA device here; use device cpu')
@@ -32,7 +32,7 @@ class TorchBackend(Backend):
         self.device, self.precision = device, precision
         self.dtype = torch.float16 if precision == 'fp16' else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
-        self.graphs = {d.name: d for d in build_graphs(self.model)}
+        self.graphs = {d.name: d for d in (*build_graphs(self.model), chain_def(self.model))}
 
     @classmethod
     def from_checkpoint(cls, directory: str, **kwargs: Any) -> TorchBackend:

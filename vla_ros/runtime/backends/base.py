@@ -32,6 +32,11 @@ class Backend(ABC):
     def to_host(self, value: Any) -> np.ndarray:
         return np.asarray(value)
 
+    def has_graph(self, graph: str) -> bool:
+        """Whether `run(graph, ...)` can run; optional graphs (a segment chain) are used only
+        where it can."""
+        return True
+
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for synchronous backends
         """Waits for queued device work (timing boundaries)."""
 

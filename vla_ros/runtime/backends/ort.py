@@ -91,7 +91,9 @@ class OrtBackend(Backend):
     def __init__(self, package, device: str = 'cpu', precision: str = 'fp32',
                  threads: int | None = None, cache_dir: str | Path | None = None,
                  graphs: list[str] | None = None, shared_pool: bool = True,
-                 spin: bool = True) -> None:
+                 spin: bool = True, profile_dir: str | Path | None = None) -> None:
+        """`profile_dir`: ONNX Runtime profiles every run of every session there (the bench's
+        FLOP count reads them; see end_profiling)."""
         import onnxruntime as ort
 
         self.device, self.precision = device, precision
@@ -111,6 +113,9 @@ class OrtBackend(Backend):
         names = graphs or [g.name for g in package.manifest.graphs]
         for name in names:
             path = package.graph_path(name, variant)
+            if profile_dir is not None:
+                so.enable_profiling = True
+                so.profile_file_prefix = str(Path(profile_dir) / name)
             try:
                 sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
             except Exception as e:  # ORT raises its own exception types per failure
@@ -137,6 +142,14 @@ class OrtBackend(Backend):
             binding.bind_output(n, 'cuda')
         sess.run_with_iobinding(binding)
         return dict(zip(names, binding.get_outputs(), strict=True))
+
+    def has_graph(self, graph: str) -> bool:
+        return graph in self.sessions
+
+    def end_profiling(self) -> dict[str, str]:
+        """Graph name -> the profile (JSON) of its runs so far, for a backend made with
+        profile_dir."""
+        return {name: sess.end_profiling() for name, sess in self.sessions.items()}
 
     def to_host(self, value: Any) -> np.ndarray:
         return value.numpy() if hasattr(value, 'numpy') and not isinstance(value, np.ndarray) \

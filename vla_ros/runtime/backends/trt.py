@@ -269,6 +269,9 @@ class TensorRTBackend(Backend):
             raise BackendError(f'TensorRT failed to run {graph}')
         return {n: bufs[n] for n in self.outputs[graph]}
 
+    def has_graph(self, graph: str) -> bool:
+        return graph in self.engines
+
     def to_host(self, value: Any) -> np.ndarray:
         if not isinstance(value, _DeviceTensor):
             return np.asarray(value)

@@ -2,8 +2,9 @@
 
 Every mode runs the same observations with the same noise per observation, so the action
 deviation of early exit from full depth is measured on identical inputs, and every comparison
-(early exit vs full depth, truncated vs fresh flow solves, ONNX Runtime vs torch eager of the
-same weights) comes from one run and is reported as a ratio. Warm-up runs are discarded.
+(early exit vs full depth, the truncated flow head vs full mode's head, ONNX Runtime vs torch
+eager of the same weights) comes from one run and is reported as a ratio. Warm-up runs are
+discarded.
 Backends run interleaved (A B A B ..., one observation each in turn), so load from other
 processes falls on all of them alike; the machine's load is recorded at the start and the
 end; each backend's peak memory is measured alone in a fresh process (memory.py).
@@ -20,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.runtime.backends import Backend, load_backend
+from vla_ros.runtime.bench.flops import gflops_report, inference_flops, matmul_ceiling
 from vla_ros.runtime.bench.load import machine_load
 from vla_ros.runtime.bench.memory import backend_memory
+from vla_ros.runtime.bench.policy_costs import deadline_summary, flow_truncation
 from vla_ros.runtime.package.loader import ModelPackage
 from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
 
@@ -100,6 +103,8 @@ def run_modes(policies: Mapping[str, Policy], config: PolicyConfig,
                                for k, c in zip(layers, counts, strict=True)},
             'backbone_compute_fraction': float(np.mean(a['fractions'])),
             'deadline_hits': a['hits'],
+            'total_ms_samples': a['timings']['total'],
+            'exit_layer_samples': [int(e) for e in a['exits']],
         }, a['actions'])
     return out
 
@@ -107,30 +112,6 @@ def run_modes(policies: Mapping[str, Policy], config: PolicyConfig,
 def run_mode(policy: Policy, config: PolicyConfig, observations: list[Observation],
              cfg: BenchConfig, deadline_ms: float | None = None) -> tuple[dict, list[np.ndarray]]:
     return run_modes({'one': policy}, config, observations, cfg, deadline_ms)['one']
-
-
-def flow_head_comparison(policy: Policy, observations: list[Observation], cfg: BenchConfig
-                         ) -> dict | None:
-    """Head time of computing an action at every exit: A1's truncated solves (warm start,
-    truncated_steps each) against fresh solves of num_steps each."""
-    m = policy.m
-    if m.flow is None:
-        return None
-    times = {True: [], False: []}
-    for i in range(cfg.warmup + cfg.runs):
-        inputs = policy.prepare(observations[i % len(observations)])
-        for truncated in (True, False):
-            run = policy.pipeline.start(inputs)
-            prev, noise = None, policy.noise()
-            steps = m.flow.truncated_steps if truncated else m.flow.num_steps
-            while not run.done:
-                run.advance()
-                prev = run.action(prev if (truncated and prev is not None) else noise, steps)
-            if i >= cfg.warmup:
-                times[truncated].append(run.timings_ms['head'])
-    return {'truncated_steps': m.flow.truncated_steps, 'fresh_steps': m.flow.num_steps,
-            'head_ms_truncated': _pct(times[True]), 'head_ms_fresh': _pct(times[False]),
-            'ratio_p50': float(np.median(times[True]) / np.median(times[False]))}
 
 
 def bench_package(pkg: ModelPackage, cfg: BenchConfig,
@@ -176,6 +157,18 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
     for name in policies:
         entries[name]['modes']['full'] = full[name][0]
         progress(_line(name, 'full', full[name][0]))
+    # FLOPs of one profiled full-depth inference, against ONNX Runtime's matmul here.
+    # (CPU runs only: the count comes from ONNX Runtime's CPU profile.)
+    cpu = cfg.device == 'cpu'
+    flop = inference_flops(pkg, observations[0], cfg.threads) if cpu else None
+    ceiling = matmul_ceiling(cfg.threads) if cpu else None
+    for name in policies:
+        if cpu:
+            g = gflops_report(flop['flop'],
+                              full[name][0]['latency_ms']['total']['p50'], ceiling)
+            entries[name]['gflops'] = {**g, 'flop_by_graph': flop['flop_by_graph']}
+            progress(f'bench: {name} {g["achieved"]:.1f} GFLOP/s of a {g["ceiling"]:.1f} '
+                     f'GFLOP/s matmul ceiling ({g["fraction"]:.0%})')
     for ts in sets:
         res = run_modes(policies, PolicyConfig(mode='early_exit', threshold_set=ts),
                         observations, cfg)
@@ -191,19 +184,21 @@ def bench_package(pkg: ModelPackage, cfg: BenchConfig,
         res = run_modes(policies, PolicyConfig(mode='full'), observations, cfg,
                         deadline_ms=cfg.deadline_ms)
         for name, (r, acts) in res.items():
-            r['deadline_ms'] = cfg.deadline_ms
+            r.update(deadline_summary(policies[name], cfg.deadline_ms, r['total_ms_samples'],
+                                      r['exit_layer_samples']))
             r['action_deviation_from_full'] = _deviation(acts, full[name][1])
             entries[name]['modes']['deadline'] = r
-            progress(_line(name, f'deadline {cfg.deadline_ms:g} ms', r))
+            progress(_line(name, f'deadline {cfg.deadline_ms:g} ms', r)
+                     + f'  bound {r["bound_ms"]:.1f} ms {"met" if r["met"] else "NOT met"}')
     for name, policy in policies.items():
         entry = entries[name]
-        entry['segment_ms_estimate'] = policy._segment_ms.tolist()
-        fl = flow_head_comparison(policy, observations, cfg)
+        entry['segment_ms_estimate'] = policy.costs.segment_estimates(0.5)
+        fl = flow_truncation(policy, observations, cfg.warmup, cfg.runs, cfg.seed)
         if fl:
             entry['flow_truncation'] = fl
-            progress(f'bench: {name} flow head at every exit: truncated '
-                     f'{fl["head_ms_truncated"]["p50"]:.1f} ms vs fresh '
-                     f'{fl["head_ms_fresh"]["p50"]:.1f} ms (x{fl["ratio_p50"]:.2f})')
+            ratios = ' '.join(f'{r:.2f}' for r in fl['head_ratio_vs_full'])
+            progress(f'bench: {name} truncated flow head to each exit / full mode head: '
+                     f'{ratios} (target <= {fl["target_ratio"]})')
         policy.close()
         report['backends'][name] = entry
     for name in policies:  # alone, in fresh processes, after the timed runs

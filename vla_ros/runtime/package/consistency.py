@@ -71,6 +71,12 @@ def check_consistency(m: Manifest) -> None:
     # Segments (and head segments) tile the backbone exactly, with a boundary after each exit.
     for role in LAYERED_ROLES:
         _check_tiling(m, sorted(m.graphs_with_role(role), key=lambda g: g.layers))
+    bounds = {0} | {g.layers[1] for g in m.graphs_with_role('segment')}
+    for g in m.graphs_with_role('segment_chain'):
+        if not {g.layers[0], g.layers[1]} <= bounds:
+            raise fail('inconsistent', f'graphs[{g.name}].layers',
+                        f'{list(g.layers)} must start and end where segments do '
+                        f'({sorted(bounds)})')
     cams = {c.name: c for c in m.cameras}
     for g in m.graphs:
         for t in g.inputs + g.outputs:

@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # written by this vla_ros
+# Version 2 adds the optional segment_chain role; a version-1 package reads unchanged.
+READABLE_VERSIONS = (1, 2)
 
 FAMILIES = ('evo1', 'a1', 'vla_adapter', 'edgevla')
 # Head types, one per seed paper's action decoder (see reference/seeds.md).
@@ -27,11 +29,15 @@ HEAD_TYPES = (
 )
 FLOW_HEADS = ('flow_dit', 'flow_expert')
 GRAPH_ROLES = ('vision', 'embed', 'segment', 'head_context', 'head_step', 'head_embed',
-               'head_segment', 'head_out', 'head', 'head_step_vjp')
+               'head_segment', 'head_out', 'head', 'head_step_vjp', 'segment_chain')
 # Optional: the flow head step's vector-Jacobian product (vla_ros/export/vjp.py), which
-# rtc_guided merging runs; packages exported without --rtc-vjp lack it.
-OPTIONAL_ROLES = ('head_step_vjp',)
-LAYERED_ROLES = ('segment', 'head_segment')  # graphs that run a range of layers
+# rtc_guided merging runs; packages exported without --rtc-vjp lack it. segment_chain
+# (schema 2): consecutive segments fused into one graph with the same weights and outputs
+# (vla_ros/export/chain.py), run where no exit decision falls between them.
+OPTIONAL_ROLES = ('head_step_vjp', 'segment_chain')
+LAYERED_ROLES = ('segment', 'head_segment')  # graphs that tile the layers
+RANGED_ROLES = LAYERED_ROLES + ('segment_chain',)  # graphs that name a range of layers
+ROLE_SINCE = {'segment_chain': 2}  # roles newer than schema 1: the version that added them
 PRECISIONS = ('fp32', 'fp16')
 DTYPES = ('float32', 'float16', 'int64', 'int32', 'bool', 'uint8')
 # cv2 interpolations, then PIL's (antialiased when shrinking; torchvision's Resize on a PIL

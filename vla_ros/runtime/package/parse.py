@@ -17,11 +17,12 @@ from vla_ros.runtime.package.manifest import (
     FAMILIES,
     GRAPH_ROLES,
     HEAD_TYPES,
-    LAYERED_ROLES,
     METRICS,
     PADDING_SIDES,
     PRECISIONS,
-    SCHEMA_VERSION,
+    RANGED_ROLES,
+    READABLE_VERSIONS,
+    ROLE_SINCE,
     ExitSpec,
     FileEntry,
     FlowSpec,
@@ -77,8 +78,8 @@ def _parse_graph(r: Reader) -> GraphSpec:
             raise fail('invalid', f'{r.where}.layers', f'expected [start, end) with '
                         f'0 <= start < end, got {layers!r}')
         layers = (layers[0], layers[1])
-    if (role in LAYERED_ROLES) != (layers is not None):
-        raise fail('invalid', f'{r.where}.layers', f'graphs of roles {LAYERED_ROLES}, and only '
+    if (role in RANGED_ROLES) != (layers is not None):
+        raise fail('invalid', f'{r.where}.layers', f'graphs of roles {RANGED_ROLES}, and only '
                     'those, name the layers [start, end) they run')
     r.done()
     return GraphSpec(name=name, role=role, inputs=inputs, outputs=outputs,
@@ -144,12 +145,12 @@ def parse_manifest(data: Any) -> Manifest:
     """Build a validated Manifest from decoded JSON. Raises PackageError on any fault."""
     r = Reader(data, '')
     version = r.get('schema_version', int)
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise PackageError(
             'schema_version',
-            f'manifest schema_version {version} is not supported: this vla_ros reads version '
-            f'{SCHEMA_VERSION}. Re-export the package with this vla_ros, or install the vla_ros '
-            'release that wrote it.')
+            f'manifest schema_version {version} is not supported: this vla_ros reads versions '
+            f'{list(READABLE_VERSIONS)}. Re-export the package with this vla_ros, or install '
+            'the vla_ros release that wrote it.')
     family = r.choice('family', FAMILIES)
     hr = r.sub('head')
     head = HeadSpec(type=hr.choice('type', HEAD_TYPES), config=hr.get('config', dict, {}))
@@ -191,6 +192,11 @@ def parse_manifest(data: Any) -> Manifest:
             action_mask=fr.get('action_mask', bool, False))
         fr.done()
     graphs = tuple(_parse_graph(g) for g in r.items('graphs'))
+    for g in graphs:
+        if ROLE_SINCE.get(g.role, 1) > version:
+            raise fail('invalid', f'graphs[{g.name}].role',
+                        f'role {g.role!r} needs schema_version {ROLE_SINCE[g.role]}, the '
+                        f'manifest says {version}')
     files = {}
     for path, entry in r.get('files', dict, {}).items():
         er = Reader(entry, f'files[{path!r}]')

@@ -2,9 +2,12 @@
 
 `ExitPipeline.start(inputs)` runs the vision and embedding graphs; each `ExitRun.advance()`
 runs the decoder segment up to the next exit (and, for heads that follow the decoder's depth,
-their segment too); `ExitRun.action()` produces the action at the current exit with the
-package's head. The policy decides after each exit whether to go deeper. Everything is in the
-model's space (normalized, padded); the policy converts to and from the robot's.
+their segment too); `ExitRun.advance_to(k)` runs every segment up to exit k, as one call of
+the package's segment chain when it has one for exactly those segments (no decision falls
+between them, so one fused graph does); `ExitRun.action()` produces the action at the current
+exit with the package's head. The policy decides after each exit whether to go deeper.
+Everything is in the model's space (normalized, padded); the policy converts to and from the
+robot's.
 
 Head types (see vla_ros/export/graphs.py for the graph contract):
   flow_dit      context graph once per exit, then Euler steps of the step graph (and, for
@@ -48,6 +51,11 @@ class ExitPipeline:
         self.head_segments = sorted(manifest.graphs_with_role('head_segment'),
                                     key=lambda g: g.layers)
         self.exits = tuple(g.layers[1] - 1 for g in self.segments)
+        # Segment chains by the exit index they end at (from the first segment only).
+        self.chains = {self.exits.index(g.layers[1] - 1): g
+                       for g in manifest.graphs_with_role('segment_chain')
+                       if g.layers[0] == 0 and g.layers[1] - 1 in self.exits
+                       and backend.has_graph(g.name)}
         self.has_state_embed = any(t.name == 'state' for t in manifest.graph('embed').inputs)
         self.has_vision = bool(manifest.graphs_with_role('vision'))
         # Evo-1's action_mask: the padded action dims are held at zero in the noise and in
@@ -108,18 +116,40 @@ class ExitRun:
         """Runs the next decoder segment; returns the exit layer now reached."""
         if self.done:
             raise RuntimeError('the last exit was already reached')
-        self.index += 1
-        seg = self.p.segments[self.index]
+        seg = self.p.segments[self.index + 1]
         out = self._run('segment', seg.name, {'hidden': self.hidden,
                                                'attention_mask': self.inputs.attention_mask})
         self.hidden = out.pop('hidden_out')
+        self._reached(out)
+        return self.exit_layer
+
+    def advance_to(self, index: int) -> int:
+        """Runs the segments up to exit `index` (an index into the exits); returns its layer."""
+        if not self.index < index < len(self.p.exits):
+            raise ValueError(f'exit index {index} is not past {self.index} and below '
+                             f'{len(self.p.exits)}')
+        chain = self.p.chains.get(index) if self.index == -1 else None
+        if chain is None:
+            while self.index < index:
+                self.advance()
+            return self.exit_layer
+        out = self._run('segment', chain.name, {'hidden': self.hidden,
+                                                 'attention_mask': self.inputs.attention_mask})
+        self.hidden = out.pop('hidden_out')
+        for seg in self.p.segments[:index + 1]:  # each segment's extras, as advance() has them
+            names = {t.name for t in seg.outputs} - {'hidden_out'}
+            self._reached({n: out[n] for n in names})
+        return self.exit_layer
+
+    def _reached(self, extras: dict[str, Any]) -> None:
+        """Segment index + 1 has run; `extras`: its outputs besides hidden_out."""
+        self.index += 1
         if self.p.head == 'flow_expert':
-            self._kv.append(out)
+            self._kv.append(extras)
         elif self.p.head == 'bridge':
             hs = self.p.head_segments[self.index]
             self._x = self._run('head', hs.name, {'x': self._x, 'proprio': self._proprio,
-                                                  **out})['x_out']
-        return self.exit_layer
+                                                  **extras})['x_out']
 
     def action(self, noise: np.ndarray | None = None, num_steps: int = 10) -> np.ndarray:
         """The action at the current exit, (H, A_model). Flow heads integrate from `noise`

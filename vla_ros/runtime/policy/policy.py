@@ -15,10 +15,11 @@ every solve that is not warm-started draws fresh noise, the first decision's two
 start from noise, and the action list is never reset, so an observation's first decision
 compares with (and, truncated, warm-starts from) the previous observation's last action.
 Deadline (ours): given an absolute deadline on the monotonic clock, the policy skips any next
-segment (plus its head work) that its running-average cost says would end past the deadline,
-and returns the deepest action computed so far, so latency stays within the deadline plus one
-segment at worst. Every exit's action is valid, so there is always one to return after the
-first exit.
+segment (plus its head work) that would end past the deadline by a conservative quantile of
+its measured costs (deadline.py), and returns the deepest action computed so far, so latency
+stays within the deadline plus one segment unless a cost jumps past its recent quantile by
+more than that. Every exit's action is valid, so there is always one to return after the
+first exit (which always runs: a deadline shorter than the first exit cannot be kept).
 
 Real-time chunking for flow heads (guidance.py): with `prefix` (a Guidance: the executing
 plan at this chunk's times, RTC's soft mask, the method), every flow solve is steered toward
@@ -38,6 +39,7 @@ import numpy as np
 from vla_ros.runtime.backends.base import Backend
 from vla_ros.runtime.chunking.chunk import ActionChunk
 from vla_ros.runtime.package.loader import ModelPackage
+from vla_ros.runtime.policy.deadline import CostModel, DeadlineConfig
 from vla_ros.runtime.policy.early_exit import METRICS, discrepancy
 from vla_ros.runtime.policy.flow import sample_noise
 from vla_ros.runtime.policy.guidance import Guidance, guided_solve, guided_support, inpaint_solve
@@ -105,9 +107,12 @@ class Policy:
         self.prompt = PromptBuilder(m.prompt, str(package.path(m.prompt.tokenizer_file)))
         self.exits = self.pipeline.exits
         self.rng = np.random.default_rng(self.config.seed)
-        self._segment_ms = np.zeros(len(self.exits))  # running cost per exit, for deadlines
-        self._exit_head_ms = np.zeros(len(self.exits))
-        self._seen = np.zeros(len(self.exits), int)
+        self.clock = time.monotonic  # the deadline's clock (tests inject their own)
+        segs = self.pipeline.segments
+        # A1's expert runs layers 0..exit at exit k, so its head cost grows with the exit.
+        depths = [e + 1 if m.head.type == 'flow_expert' else 1 for e in self.exits]
+        self.costs = CostModel([g.layers[1] - g.layers[0] for g in segs], depths,
+                               DeadlineConfig())
         self._carried: np.ndarray | None = None  # exit_runtime 'a1': A1's action_list[-1]
         self.set_config(self.config)
         # Action dims that are deltas from a state entry of the same name.
@@ -185,26 +190,26 @@ class Policy:
         a1 = flow and cfg.exit_runtime == 'a1' and every_exit
         noise = self.noise() if flow else None
         guide = self._guidance(prefix, obs) if (prefix is not None and flow) else None
+        kind = (steps if flow else 1, guide[2] if guide is not None else '')
         action, prev, values, deadline_hit = None, None, [], False
-        for k in range(target + 1):
-            if deadline_s is not None and action is not None:
-                cost = self._segment_ms[k] + self._exit_head_ms[k]
-                if time.monotonic() + cost / 1000.0 > deadline_s:
-                    deadline_hit = True
-                    break
-            ts = time.perf_counter()
-            run.advance()
-            seg_ms = (time.perf_counter() - ts) * 1000.0
-            if not every_exit and k < target:
-                self._learn(k, seg_ms, None)
-                continue
+        if not every_exit:  # no decision before the target: one chained call where possible
+            self._run_to(run, target)
+        for k in range(0 if every_exit else target, target + 1):
+            if deadline_s is not None and action is not None and \
+                    self.costs.should_stop(self.clock(), deadline_s, k, kind):
+                deadline_hit = True
+                break
+            if every_exit:
+                ts = time.perf_counter()
+                run.advance()
+                self.costs.record_segment(k, (time.perf_counter() - ts) * 1000.0)
             th = time.perf_counter()
             if a1 and k == 0 and self._carried is not None:
                 action = self._carried  # A1 compares with its last listed action
             else:
                 action = self._action(run, self._start(k, prev, noise, truncated, a1), steps,
                                       guide)
-            self._learn(k, seg_ms, (time.perf_counter() - th) * 1000.0)
+                self.costs.record_head(k, kind, (time.perf_counter() - th) * 1000.0)
             if mode == 'early_exit' and prev is not None and k < len(self.exits) - 1:
                 names = m.action.model_dim if self.thresholds.dims == 'all' else m.action.dim
                 v = float(discrepancy(action[:, :names], prev[:, :names], self.thresholds.metric))
@@ -245,6 +250,17 @@ class Policy:
 
     # --- helpers -----------------------------------------------------------------------------
 
+    def _run_to(self, run, target: int) -> None:
+        """Segments up to exit `target`: the package's chain in one call, or one by one (then
+        each segment's cost is a sample for deadlines; a chain's is not one segment's)."""
+        if target in self.pipeline.chains:
+            run.advance_to(target)
+            return
+        for k in range(target + 1):
+            ts = time.perf_counter()
+            run.advance()
+            self.costs.record_segment(k, (time.perf_counter() - ts) * 1000.0)
+
     def _start(self, k: int, prev, noise, truncated: bool, a1: bool) -> np.ndarray:
         """Where exit k's flow solve starts (see 'Exit runtime' in the module docstring)."""
         if not a1:
@@ -277,15 +293,6 @@ class Policy:
                                                             obs.state))
         return (known.astype(np.float32), np.asarray(prefix.weights, np.float32),
                 prefix.method)
-
-    def _learn(self, k: int, seg_ms: float, head_ms: float | None) -> None:
-        # Exponential moving average; the first sample sets it (cold start excluded by the
-        # caller's warm-up).
-        a = 0.2 if self._seen[k] else 1.0
-        self._segment_ms[k] += a * (seg_ms - self._segment_ms[k])
-        if head_ms is not None:
-            self._exit_head_ms[k] += a * (head_ms - self._exit_head_ms[k])
-        self._seen[k] += 1
 
     def _to_robot(self, action: np.ndarray, state: np.ndarray) -> np.ndarray:
         out = self.action_norm.denormalize(action)
