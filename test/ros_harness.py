@@ -132,6 +132,24 @@ def wait_for(predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
     return bool(predicate())
 
 
+def start_policy_node(ros: RosHarness, overrides: dict, namespace: str = '',
+                      activate: bool = True):
+    """A vla_policy node on the harness with these parameters; configured, activated and
+    holding joint states when `activate`."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from vla_ros.ros.node.policy_node import VlaPolicyNode
+
+    node = VlaPolicyNode(context=ros.context, namespace=namespace, parameter_overrides=[
+        Parameter(k, value=v) for k, v in overrides.items()])
+    ros.add(node)
+    if activate:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert wait_for(lambda: node.slots.joints() is not None, 10)
+    return node
+
+
 # One row per injected fault, printed as a table at the end of the run (conftest.py).
 FAULT_ROWS: list[dict] = []
 

@@ -17,12 +17,11 @@ from lifecycle_msgs.msg import State
 from rclpy.action import get_action_client_names_and_types_by_node
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from ros_harness import RosHarness, wait_for
+from ros_harness import RosHarness, start_policy_node, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
 
-from vla_ros.ros.node.policy_node import VlaPolicyNode
 from vla_ros.ros.sim_nodes import SimRobotNode
 
 pytestmark = pytest.mark.ros
@@ -73,14 +72,7 @@ def start(ros: RosHarness, package: str, robot: str, stroke_s: float = 0.3,
     overrides = {'model_path': package, 'robot': robot, 'instruction': 'pick up the red block',
                  'max_staleness_ms': 1000.0, 'speed_scale': 1.0, 'gripper_min_dwell_s': 0.2,
                  **params}
-    node = VlaPolicyNode(context=ros.context, namespace=namespace, parameter_overrides=[
-        Parameter(k, value=v) for k, v in overrides.items()])
-    ros.add(node)
-    if activate:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert wait_for(lambda: node.slots.joints() is not None, 10)
-    return node, sim
+    return start_policy_node(ros, overrides, namespace, activate=activate), sim
 
 
 def engage(ros: RosHarness, namespace: str = '') -> None:

@@ -11,8 +11,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
-from ros_harness import Recorder, RosHarness, wait_for
+from ros_harness import Recorder, RosHarness, start_policy_node, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -40,14 +39,7 @@ def start(ros: RosHarness, package, robot: str = 'xarm6', controller: str = '',
     overrides = {'model_path': str(package), 'robot': robot, 'controller': controller,
                  'instruction': 'pick up the red block', 'max_staleness_ms': 1000.0,
                  'speed_scale': 1.0, **params}
-    node = VlaPolicyNode(context=ros.context, parameter_overrides=[
-        Parameter(k, value=v) for k, v in overrides.items()])
-    ros.add(node)
-    if activate:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert wait_for(lambda: node.slots.joints() is not None, 10)
-    return node, sim
+    return start_policy_node(ros, overrides, activate=activate), sim
 
 
 def corrupt_copy(package, dst):
