@@ -3,6 +3,8 @@
 #   make test   the test suite (what CI runs)
 #   make mutation  mutmut over the safety-critical modules (slow, not in CI; ARGS="safety")
 VENV ?= $(CURDIR)/.venv
+# pytest-xdist workers for `make test` (auto: one per CPU, at most 4; 0: no workers)
+TEST_WORKERS ?= auto
 export VLA_ROS_VENV := $(VENV)
 
 .PHONY: setup demo test lint mutation clean
@@ -13,7 +15,7 @@ demo: setup
 	@$(VENV)/bin/vla-ros demo $(ARGS)
 
 test: setup
-	@$(VENV)/bin/python -m pytest $(ARGS)
+	@$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 mutation: setup
 	@nice -n 10 $(VENV)/bin/python scripts/mutation.py $(ARGS)

@@ -12,8 +12,21 @@ import pytest
 
 # Every test run gets its own ROS domain and discovers on this host only, so two runs on one
 # machine (or a run beside a robot on the network) never see each other's topics. Set before
-# any test imports rclpy; child processes (launch, sim robot, node) inherit it.
-os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
+# any test imports rclpy; child processes (launch, sim robot, node) inherit it. Under
+# pytest-xdist (`make test` runs MAX_WORKERS processes) each worker of a run gets its own domain
+# from a block of MAX_WORKERS that the run's id picks.
+MAX_WORKERS = 4
+
+
+def _ros_domain() -> int:
+    worker, run = os.environ.get('PYTEST_XDIST_WORKER'), os.environ.get('PYTEST_XDIST_TESTRUNUID')
+    if worker and run:
+        index = int(worker.removeprefix('gw')) % MAX_WORKERS
+        return 1 + (int(run, 16) % (100 // MAX_WORKERS)) * MAX_WORKERS + index
+    return 1 + os.getpid() % 100
+
+
+os.environ['ROS_DOMAIN_ID'] = str(_ros_domain())
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # Jazzy and later
 if os.environ.get('ROS_DISTRO') == 'humble':  # deprecated (and warned about) from Jazzy on
     os.environ['ROS_LOCALHOST_ONLY'] = '1'
@@ -212,9 +225,59 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+# Expensive session fixtures: tests that use one run in one xdist worker, so it is built once.
+SHARED_FIXTURES = ('exported', 'exported_vjp', 'robot_packages')
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU, at most MAX_WORKERS (each builds the session fixtures
+    its tests use, so more workers mean more repeated exports)."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Groups for `--dist loadgroup`: the tests of one file stay together (module fixtures are
+    built once), tests on a shared session fixture share its worker, and each parity case is
+    its own group (its conversion and export are the suite's longest fixtures)."""
+    for item in items:
+        if item.get_closest_marker('xdist_group'):
+            continue
+        names = getattr(item, 'fixturenames', ())
+        shared = [f for f in SHARED_FIXTURES if f in names]
+        if shared:
+            group = shared[0]
+        elif 'converted' in names and 'case' in getattr(getattr(item, 'callspec', None),
+                                                         'params', {}):
+            group = f'parity-{Path(item.callspec.params["case"]).name}'
+        else:
+            group = item.nodeid.split('::')[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+FAULT_ROWS: list[dict] = []  # every worker's fault table rows, gathered from the test reports
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Hands the rows a test added to ros_harness.FAULT_ROWS to its report, so the table is
+    printed by the process that prints the summary (the xdist controller too)."""
+    outcome = yield
+    if call.when != 'call' or 'ros_harness' not in sys.modules:
+        return
+    rows = sys.modules['ros_harness'].FAULT_ROWS
+    report = outcome.get_result()
+    report.user_properties.extend(('fault_row', r) for r in rows)
+    rows.clear()
+
+
+def pytest_runtest_logreport(report):
+    FAULT_ROWS.extend(v for k, v in report.user_properties if k == 'fault_row')
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault table of the node's fault tests (ros_harness.Recorder.report)."""
-    rows = sys.modules['ros_harness'].FAULT_ROWS if 'ros_harness' in sys.modules else []
+    rows = FAULT_ROWS
     if not rows:
         return
     w = terminalreporter

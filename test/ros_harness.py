@@ -104,12 +104,14 @@ class RosHarness:
             if worker is not None:
                 worker.stop(timeout_s=10.0)
         for ex in self.executors:
-            ex.shutdown(timeout_sec=5)
+            ex.shutdown(timeout_sec=10)
+        # The spin threads end before any node is destroyed: a wait set still being built
+        # on a destroyed node's handles raises InvalidHandle in that thread.
+        for t in self._threads:
+            t.join(timeout=10)
         for n in self.nodes:
             n.destroy_node()
         rclpy.shutdown(context=self.context)
-        for t in self._threads:
-            t.join(timeout=5)
 
 
 def _spin(executor) -> None:
