@@ -229,6 +229,7 @@ def pytest_configure(config):
 SHARED_FIXTURES = ('exported', 'exported_vjp', 'robot_packages')
 
 
+@pytest.hookimpl(optionalhook=True)  # known only where pytest-xdist is installed
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per CPU, at most MAX_WORKERS (each builds the session fixtures
     its tests use, so more workers mean more repeated exports)."""
