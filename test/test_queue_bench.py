@@ -55,3 +55,16 @@ def test_cli_writes_json_and_plots(tmp_path, capsys):
     assert {(r['strategy'], r['scenario']) for r in printed['results']} >= {
         ('replace', 'unimodal'), ('rtc_blend', 'bimodal'), ('temporal_ensemble', 'unimodal')}
     assert (tmp_path / 'plots' / 'queue_bimodal.png').exists()
+
+
+def test_switches_are_split_by_whether_their_chunk_came_later_than_estimated():
+    from dataclasses import replace as with_
+
+    steady = QueueBenchConfig(duration_s=6.0, seeds=(0,), jitter_s=0.0, tail_prob=0.0)
+    (r,) = run_bench(steady, [Case('rtc_blend')])
+    # A constant latency (3 steps) is estimated exactly once the estimator has a sample: it
+    # skips its first 2 delays (cold start) and guesses 0.1 s (2 steps) until then.
+    assert r.late_switches <= 3
+    (r,) = run_bench(with_(steady, tail_prob=0.5, tail_s=0.3), [Case('rtc_blend')])
+    assert r.late_switches > 1 and r.dvel_max_on_time_rad_s is not None
+    assert max(r.dvel_max_on_time_rad_s, r.dvel_max_late_rad_s) == r.dvel_max_rad_s

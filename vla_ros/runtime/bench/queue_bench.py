@@ -14,6 +14,8 @@ numbers do not depend on the machine's load. Per strategy and scenario:
               (ref +- mode): averaging two modes puts it between them, a failure
   under       share of chunks (requested after warm-up) whose delay in steps exceeded the
               estimate made when it was requested (what RTC's frozen prefix relies on)
+  late        dvel split by that: the switches of chunks that came later than estimated
+              (their frozen prefix ended before the switch) against those on time
 The baseline is replace with latency compensation (LeRobot's latest_only with its dropping of
 executed timesteps), not the naive client.
 """
@@ -93,6 +95,9 @@ class CaseResult:
     latency_p50_ms: float
     latency_p99_ms: float
     per_seed_dvel_max: list[float] = field(default_factory=list)
+    dvel_max_on_time_rad_s: float | None = None  # switches of chunks within their estimate
+    dvel_max_late_rad_s: float | None = None  # switches of chunks later than estimated
+    late_switches: int = 0
 
 
 class _Reference:
@@ -141,9 +146,10 @@ def run_case(cfg: QueueBenchConfig, case: Case, seed: int, flow=None) -> dict:
     in_flight = None  # (arrival, chunk, delay steps estimated at request)
     last_request = None
     errors, mode_err, latencies = [], [], []
-    dvel, dacc, steps = [], [], []
+    dvel, dacc, steps, late = [], [], [], []
     cmd: list[np.ndarray] = []  # commanded targets of the last four ticks
     switch_at: list[int] = []  # ticks with a merge, checked once 2 more ticks exist
+    switch_late: list[bool] = []  # per switch: the chunk came later than estimated
     stall, stale, under, counted = 0.0, 0, 0, 0
     for j in range(int(cfg.duration_s * cfg.control_rate_hz)):
         t = j * dt
@@ -151,14 +157,16 @@ def run_case(cfg: QueueBenchConfig, case: Case, seed: int, flow=None) -> dict:
             arrival, chunk, est_steps = in_flight
             in_flight = None
             report = queue.add_chunk(chunk, now=arrival)
+            was_late = math.ceil(report.latency_s / cfg.chunk_dt_s - 1e-6) > est_steps
             if chunk.stamp_s >= cfg.warmup_s:  # the estimator's cold start is not counted
                 counted += 1
-                under += math.ceil(report.latency_s / cfg.chunk_dt_s - 1e-6) > est_steps
+                under += was_late
             estimator.add(report.latency_s)
             latencies.append(report.latency_s)
             stale += report.stale
             if not report.stale:
                 switch_at.append(j)
+                switch_late.append(bool(was_late))
         if in_flight is None and request.should_request(
                 t, queue.remaining_s(t), estimator.estimate_s(), span, last_request):
             last_request = t
@@ -188,9 +196,12 @@ def run_case(cfg: QueueBenchConfig, case: Case, seed: int, flow=None) -> dict:
                                       np.max(np.abs(c[3] - 2 * c[2] + c[1])))) / dt)
                 dacc.append(float(np.max(np.abs(c[3] - 3 * c[2] + 3 * c[1] - c[0]))) / dt ** 2)
                 steps.append(float(np.max(np.abs(cmd[2] - cmd[1]))))
+                late.append(switch_late[0])
                 switch_at.pop(0)
+                switch_late.pop(0)
             elif switch_at and switch_at[0] < j - 1:
                 switch_at.pop(0)
+                switch_late.pop(0)
             step = np.clip(target.position - q, -cfg.velocity_limit * dt,
                            cfg.velocity_limit * dt)
             q = q + step
@@ -204,6 +215,7 @@ def run_case(cfg: QueueBenchConfig, case: Case, seed: int, flow=None) -> dict:
     return {
         'tracking_rms': float(np.sqrt(np.mean(err ** 2))),
         'dvel': dvel or [0.0], 'dacc': dacc or [0.0], 'step': steps or [0.0],
+        'late': late or [False],
         'mode_sq': [e ** 2 for e in mode_err],
         'stall': stall, 'chunks': queue.chunks_merged, 'stale': stale,
         'under': under, 'counted': counted, 'latencies': latencies,
@@ -230,6 +242,9 @@ def run_bench(cfg: QueueBenchConfig, cases: list[Case] | None = None,
         lat = np.concatenate([r['latencies'] for r in runs]) * 1000
         mode_sq = [x for r in runs for x in r['mode_sq']]
         dv = [x for r in runs for x in r['dvel']]
+        lt = [x for r in runs for x in r['late']]
+        on_time = [v for v, x in zip(dv, lt, strict=True) if not x]
+        late = [v for v, x in zip(dv, lt, strict=True) if x]
         results.append(CaseResult(
             strategy=case.strategy, latency_compensation=case.latency_compensation,
             scenario=case.scenario,
@@ -245,7 +260,10 @@ def run_bench(cfg: QueueBenchConfig, cases: list[Case] | None = None,
             stale_chunks=sum(r['stale'] for r in runs),
             latency_p50_ms=float(np.median(lat)) if len(lat) else math.nan,
             latency_p99_ms=float(np.percentile(lat, 99)) if len(lat) else math.nan,
-            per_seed_dvel_max=[float(max(r['dvel'])) for r in runs]))
+            per_seed_dvel_max=[float(max(r['dvel'])) for r in runs],
+            dvel_max_on_time_rad_s=float(max(on_time)) if on_time else None,
+            dvel_max_late_rad_s=float(max(late)) if late else None,
+            late_switches=len(late)))
     return results
 
 

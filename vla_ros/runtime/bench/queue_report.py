@@ -8,6 +8,10 @@ from pathlib import Path
 from vla_ros.runtime.bench.queue_bench import Case
 
 
+def _opt(value: float | None) -> str:
+    return '-' if value is None else f'{value:.2f}'
+
+
 def format_table(summary: dict) -> str:
     cfg = summary['config']
     lines = [f'queue bench: {cfg["dof"]} joints, H={cfg["chunk_len"]} x '
@@ -19,18 +23,20 @@ def format_table(summary: dict) -> str:
                 if summary.get('flow_package') else ''),
              'dvel/dacc = change of the command\'s velocity/acceleration at a chunk switch '
              'beyond the reference\'s; mode = rms distance from the nearer mode (bimodal); '
-             'under = chunks whose delay exceeded the estimate',
+             'under = chunks whose delay exceeded the estimate; on time / late = dvel max '
+             'at the switches of chunks within / past their estimated delay',
              f'{"scenario":<10}{"strategy":<30}{"track":>8}{"dvel max":>10}{"dvel mean":>10}'
-             f'{"dacc max":>10}{"mode":>8}{"stall":>7}{"under":>7}',
+             f'{"dacc max":>10}{"mode":>8}{"stall":>7}{"under":>7}{"on time":>9}{"late":>7}',
              f'{"":<10}{"":<30}{"mrad":>8}{"rad/s":>10}{"rad/s":>10}{"rad/s2":>10}'
-             f'{"mrad":>8}{"s":>7}{"":>7}']
+             f'{"mrad":>8}{"s":>7}{"":>7}{"rad/s":>9}{"rad/s":>7}']
     for r in summary['results']:
         label = Case(r['strategy'], r['latency_compensation']).label
         mode = '-' if r['mode_rms_rad'] is None else f'{r["mode_rms_rad"] * 1000:.1f}'
         lines.append(f'{r["scenario"]:<10}{label:<30}{r["tracking_rms_rad"] * 1000:>8.2f}'
                      f'{r["dvel_max_rad_s"]:>10.3f}{r["dvel_mean_rad_s"]:>10.3f}'
                      f'{r["dacc_max_rad_s2"]:>10.1f}{mode:>8}{r["stall_s"]:>7.3f}'
-                     f'{r["under_estimated"]:>7.1%}')
+                     f'{r["under_estimated"]:>7.1%}{_opt(r.get("dvel_max_on_time_rad_s")):>9}'
+                     f'{_opt(r.get("dvel_max_late_rad_s")):>7}')
     for sc, h in summary['headline'].items():
         lines.append(f'{sc}: smoothest {h["best"]}, max dvel {h["dvel_reduction_x"]:.1f}x '
                      f'smaller than {h["baseline"]}, tracking rms x{h["tracking_rms_ratio"]:.2f}')
