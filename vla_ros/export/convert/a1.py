@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from vla_ros.export.convert import ConvertError
+from vla_ros.export.convert import ConvertError, a1_vision
 from vla_ros.export.convert.keys import KeyMap, load_pt_state_dict, safetensors_in
 
 DROPPED = ('transformer.ff_out.weight', 'action_head.qwen2.model.embed_tokens.weight',
            'action_head.qwen2.lm_head.weight')
 DEFAULTS = {'template': 'User: {instruction} Assistant:', 'lowercase': True, 'text_len': 64,
-            'exit_interval': 2}
+            'exit_interval': 2, 'cameras': ('primary', 'wrist')}
 EXPERT_ROPE_THETA = 1e4  # the expert's Qwen2Config keeps transformers' default
 
 
@@ -70,10 +70,6 @@ def _weights(src: Path, progress: bool) -> dict[str, torch.Tensor]:
 def build_config(mc: dict, opts: dict, tok) -> object:
     from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
 
-    if mc.get('vision_backbone'):
-        raise ConvertError('this converter maps A1 models built without vision_backbone only; '
-                           'the Molmo vision path (ViT, 2x2 pooling, projector, pad_embed, '
-                           'image tokens) is not converted yet')
     if mc['action_head'] != 'flow_matching':
         raise ConvertError(f"action_head {mc['action_head']!r}: only flow_matching converts")
     n = int(mc['n_layers'])
@@ -97,12 +93,15 @@ def build_config(mc: dict, opts: dict, tok) -> object:
     bos, proprio = tok.token_to_id('<|endoftext|>'), tok.token_to_id('<proprioception>')
     if bos is None or proprio is None:
         raise ConvertError('tokenizer.json lacks <|endoftext|> or <proprioception>')
-    return VLAConfig(family='a1', lm=lm, vision=VisionConfig(kind='none'), head=head,
-                     cameras=(), state_dim=int(mc['proprio_dim']),
+    if mc.get('vision_backbone'):
+        images = a1_vision.vision_config(mc, tok, tuple(opts['cameras']), bos)
+    else:
+        images = dict(vision=VisionConfig(kind='none'), cameras=(), prompt_blocks=((bos,),))
+    return VLAConfig(family='a1', lm=lm, head=head, **images, state_dim=int(mc['proprio_dim']),
                      action_dim=int(mc['fixed_action_dim']),
                      chunk_len=int(mc['num_actions_chunk']), text_len=int(opts['text_len']),
                      exit_layers=tuple(exits), pad_id=bos, bos_id=bos, eos_id=bos,
-                     proprio_token_id=proprio, prompt_blocks=((bos,),))
+                     proprio_token_id=proprio)
 
 
 def map_weights(km: KeyMap, cfg) -> None:
@@ -130,6 +129,8 @@ def map_weights(km: KeyMap, cfg) -> None:
             km.get(k)
     km.take_prefix('action_head.', 'head.')
     km.take_prefix('proprio_projector.', 'head.proprio_projector.')
+    if cfg.cameras:
+        a1_vision.map_vision(km, cfg)
 
 
 def _norm(entry: dict | None, n: int):
@@ -176,6 +177,7 @@ def convert(src: Path, out: Path, progress: bool = True) -> None:
         state_norm=_norm(stats and stats.get('proprio'), n_state),
         action_norm=_norm(stats and (stats.get('action') or stats.get('actions')), n_act),
         template=opts['template'], lowercase=bool(opts['lowercase']),
+        camera=a1_vision.camera_spec(cfg, mc) if cfg.cameras else {},
         flow_steps=int(mc['num_diffusion_inference_steps']), truncated_steps=2,
         provenance={'converted_from': 'a1', 'source': str(src)})
     if progress:
