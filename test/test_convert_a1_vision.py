@@ -312,3 +312,45 @@ def test_models_without_molmo_options_keep_their_prompt_and_vision_inputs():
                         image_col_token_id=8))
     assert [d.inputs for d in build_graphs(molmo) if d.role == 'vision'] == [
         ['image.scene', 'image.wrist', 'patch_mask.scene', 'patch_mask.wrist']]
+
+
+def test_exported_package_feeds_patch_masks_and_matches_upstream_and_torch(converted,
+                                                                            tmp_path):
+    from vla_ros.export.exporter import export_package
+    from vla_ros.runtime.backends import load_backend
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
+
+    src, model, spec, tok = converted
+    export_package(model, tmp_path / 'pkg', spec, tok, jobs=1, progress=lambda _: None)
+    pkg = load_package(tmp_path / 'pkg')  # the manifest round trip: steps, image rows
+    backend = load_backend(pkg)
+    policy = Policy(pkg, backend, PolicyConfig(mode='full'))
+    images = _images()
+    obs = Observation(images={c: (im, 'rgb8') for c, im in zip(model.cfg.cameras, images,
+                                                               strict=True)},
+                      state=np.zeros(pkg.manifest.state.dim), instruction='Open the drawer',
+                      stamp_s=0.0)
+    inputs = policy.prepare(obs)
+    assert sorted(inputs.patch_masks) == sorted(model.cfg.cameras)
+    feeds = {f'image.{c}': a for c, a in inputs.images.items()}
+    feeds.update({f'patch_mask.{c}': m for c, m in inputs.patch_masks.items()})
+    tokens = backend.to_host(backend.run('vision', feeds)['vision_tokens'])
+    up = load_file(str(src / 'model.safetensors'))
+    ref = torch.cat([upstream_image_features(up, *(t[None] for t in upstream_preprocess(im)))
+                     for im in images], 1)
+    np.testing.assert_allclose(tokens, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+    noise = np.random.default_rng(1).standard_normal((model.cfg.chunk_len,
+                                                      model.cfg.action_dim)).astype(np.float32)
+    run = policy.pipeline.start(inputs)
+    run.advance_to(len(run.p.exits) - 1)
+    ours = run.action(noise, num_steps=3)
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (('ids', inputs.input_ids),
+                                                         ('mask', inputs.attention_mask),
+                                                         ('state', inputs.state))}
+    want = model.actions_at_exits(
+        [torch.from_numpy(inputs.images[c]) for c in model.cfg.cameras], t['ids'], t['mask'],
+        t['state'], torch.from_numpy(noise)[None], num_steps=3,
+        patch_masks=[torch.from_numpy(inputs.patch_masks[c]) for c in model.cfg.cameras])
+    np.testing.assert_allclose(ours, want[model.cfg.exits[-1]][0].numpy(), atol=1e-4)

@@ -12,12 +12,19 @@ The converted model is A1's flow-matching model (reference/fidelity.md §1 A1): 
 the expert with RoPE base 1e4, causal attention inside its suffix and the diffusion-policy time
 embedding, the proprio token filled by `proprio_projector`, BOS = <|endoftext|>, and exits at
 A1's layer-0 anchor plus every `exit_interval`-th layer (A1's get_all_exit_idx, interval 2).
-Not converted yet: the Molmo vision path (a checkpoint with `vision_backbone` is refused with
-that reason) and the l1_regression variant. A `mask` in the statistics becomes lo = -1, hi = 1
-on the unmasked entries (identity there), until manifests carry masks.
+With a `vision_backbone` (a1_vision.py): the CLIP ViT, `vit_layers` concatenated, `pad_embed`
+by each patch's padding fraction, mean-query 2x2 attention pooling and the SwiGLU projector at
+the published shapes; per camera, right after BOS, `<im_start>` + rows of `<im_patch>` closed
+by `<im_col>` + `<im_end>`, the features added to the `<im_patch>` embeddings; each camera
+resized and padded as upstream's "resize" crop mode (the `resize_pad` step, whose per-patch
+image fraction feeds the vision graph). Refused with the reason: other crop modes (multi-crop
+"overlap-and-resize": only a single resize crop per camera converts), other ViTs, poolings,
+projectors and padding embeddings, and the l1_regression variant. A `mask` in the statistics
+becomes lo = -1, hi = 1 on the unmasked entries (identity there), until manifests carry masks.
 
 Optional `vla_ros_convert.json` beside the checkpoint sets what the checkpoint files do not
-say: {"template": str, "lowercase": bool, "text_len": int, "exit_interval": int}.
+say: {"template": str, "lowercase": bool, "text_len": int, "exit_interval": int,
+"cameras": [names, in the order upstream received the images; default primary, wrist]}.
 """
 
 from __future__ import annotations
