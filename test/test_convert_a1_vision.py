@@ -354,3 +354,18 @@ def test_exported_package_feeds_patch_masks_and_matches_upstream_and_torch(conve
         t['state'], torch.from_numpy(noise)[None], num_steps=3,
         patch_masks=[torch.from_numpy(inputs.patch_masks[c]) for c in model.cfg.cameras])
     np.testing.assert_allclose(ours, want[model.cfg.exits[-1]][0].numpy(), atol=1e-4)
+
+
+def test_manifest_takes_resize_pad_only_as_the_last_step_at_the_camera_size():
+    from vla_ros.runtime.errors import PackageError
+    from vla_ros.runtime.package.parse_parts import parse_camera
+    from vla_ros.runtime.package.reader import Reader
+
+    pad = {'op': 'resize_pad', 'size': 28, 'patch': 7, 'fill': 0.0, 'method': 'torch_bilinear'}
+    cam = {'name': 'front', 'height': 28, 'width': 28, 'resize': 'bilinear',
+           'norms': [{'mean': [0.5] * 3, 'std': [0.5] * 3}], 'steps': [pad]}
+    assert parse_camera(Reader(cam, 'cameras[0]')).steps == (pad,)
+    for bad in ({'steps': [pad, {'op': 'jpeg', 'quality': 90}]}, {'height': 32, 'width': 32},
+                {'letterbox': True}):
+        with pytest.raises(PackageError, match='resize_pad step must be the last step'):
+            parse_camera(Reader({**cam, **bad}, 'cameras[0]'))
