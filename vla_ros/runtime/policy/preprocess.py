@@ -93,8 +93,8 @@ class ImagePreprocessor:
         """(H, W, 3) uint8 -> (3, height, width) float32."""
         h, w = self.spec.height, self.spec.width
         if image.dtype != np.uint8:  # resize_pad's unrounded output, already (h, w)
-            pass
-        elif image_ops.is_custom_resize(self.spec.resize):
+            return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        if image_ops.is_custom_resize(self.spec.resize):
             image = image_ops.resize(image, h, w, self.spec.resize)
         else:
             image = cv2.resize(image, (w, h), interpolation=self.interp)
