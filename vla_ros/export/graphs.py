@@ -6,7 +6,8 @@ weights another graph holds. Batch size is 1 and every shape is static (one robo
 observation; static shapes are what TensorRT optimizes best).
 
 Graph I/O names are the runtime's contract (see vla_ros/runtime/policy/pipeline.py):
-  vision:        image.<camera> (1, C, S, S)               -> vision_tokens
+  vision:        image.<camera> (1, C, S, S) [, patch_mask.<camera> (1, P)] -> vision_tokens
+                 (patch_mask: each patch's image fraction, for a pad_embed connector)
   embed:         input_ids, vision_tokens [, state]        -> hidden
   segment:       hidden, attention_mask  -> hidden_out [, k_<l>, v_<l> | feat_<l>]
   head_context:  hidden, state                             -> ctx_k, ctx_v          (flow_dit)
@@ -43,8 +44,10 @@ class _Vision(nn.Module):
         super().__init__()
         self.m = m
 
-    def forward(self, *images: torch.Tensor) -> torch.Tensor:
-        return self.m.encode_images(list(images))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        n = len(self.m.cfg.cameras)
+        masks = list(inputs[n:]) if self.m.cfg.vision.pad_embed else None
+        return self.m.encode_images(list(inputs[:n]), masks)
 
 
 class _Embed(nn.Module):
@@ -177,8 +180,9 @@ def build_graphs(model: VLA) -> list[GraphDef]:
     segs = segments_of(model)
     defs = []
     if cfg.cameras:  # a model without vision (A1 built text-and-state only) has no vision graph
-        defs.append(GraphDef('vision', 'vision', _Vision(model),
-                             [f'image.{c}' for c in cfg.cameras], ['vision_tokens']))
+        names = [f'image.{c}' for c in cfg.cameras]
+        names += [f'patch_mask.{c}' for c in cfg.cameras] if cfg.vision.pad_embed else []
+        defs.append(GraphDef('vision', 'vision', _Vision(model), names, ['vision_tokens']))
     embed_in = ['input_ids'] + (['vision_tokens'] if cfg.cameras else [])
     embed_in += ['state'] if model.layout.proprio is not None else []
     defs.append(GraphDef('embed', 'embed', _Embed(model, 'state' in embed_in), embed_in,
@@ -241,6 +245,8 @@ def plan_graphs(model: VLA, seed: int = 0) -> list[GraphPlan]:
     obs = model.fake_obs(1, seed)
     values: dict[str, torch.Tensor] = {
         **{f'image.{c}': img for c, img in zip(cfg.cameras, obs['images'], strict=True)},
+        **{f'patch_mask.{c}': m for c, m in zip(cfg.cameras, obs.get('patch_masks', ()),
+                                                 strict=False)},
         'input_ids': obs['input_ids'], 'attention_mask': obs['attention_mask'],
         'state': obs['state'], 't': torch.tensor([0.5]),
         'noisy_actions': torch.randn(1, cfg.chunk_len, cfg.action_dim,

@@ -8,6 +8,7 @@ published checkpoints (reference/seeds.md); the `tiny()` presets keep tests fast
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ BIN_SCHEMES = ('centers', 'openvla')
 TEXT_PADDING = ('right', 'left')
 POSITIONS = ('mask', 'arange')
 TIME_EMBEDDINGS = ('posemb_sincos', 'diffusion_policy')
+IMAGE_MERGES = ('replace', 'add')
 
 
 def _check(cond: bool, cls: str, name: str, value: Any, allowed: str) -> None:
@@ -93,10 +95,16 @@ class VisionConfig:
     # molmo_clip: the pooling's output width (A1/Molmo: the ViT width, 1024, from 2 x 1024
     # concatenated layers); 0: the concatenated width (ours).
     pool_dim: int = 0
+    # molmo_clip: Molmo's `pad_embed` ("pad_and_partial_pad"): a (2, width) table added to the
+    # concatenated ViT features of patches that are all padding (row 0) or partly padding
+    # (row 1); the vision graph then takes each camera's per-patch image fraction as input.
+    pad_embed: bool = False
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(self.kind in VISION_KINDS, n, 'kind', self.kind, f'one of {VISION_KINDS}')
+        _check(not self.pad_embed or self.kind == 'molmo_clip', n, 'pad_embed', self.pad_embed,
+               "only the molmo_clip connector has a padding embedding")
         if self.kind == 'none':
             return
         _check(self.image_size % self.patch_size == 0, n, 'image_size', self.image_size,
@@ -202,6 +210,12 @@ class VLAConfig:
     # after the last (before the text), e.g. Evo-1's `Image-i: <img>` ... `</img>` blocks or
     # A1's BOS. () = our layout (images, then text).
     prompt_blocks: tuple[tuple[int, ...], ...] = ()
+    # Molmo's image block: each row of visual tokens is followed by this token (<im_col>);
+    # -1: the visual tokens form one plain run (ours).
+    image_col_token_id: int = -1
+    # How visual tokens enter the embedding: 'replace' the placeholder embeddings (ours) or
+    # 'add' to them (Molmo / A1 add the features to the <im_patch> embeddings).
+    image_merge: str = 'replace'
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -219,6 +233,11 @@ class VLAConfig:
                "vision.kind is 'none'")
         _check(not self.prompt_blocks or len(self.prompt_blocks) == len(self.cameras) + 1, n,
                'prompt_blocks', self.prompt_blocks, 'one run per camera plus one after the last')
+        _check(self.image_merge in IMAGE_MERGES, n, 'image_merge', self.image_merge,
+               f'one of {IMAGE_MERGES}')
+        _check(self.image_col_token_id < 0 or self.vision.tokens_per_image
+               == self.image_row_len ** 2, n, 'image_col_token_id', self.image_col_token_id,
+               'row markers need a square grid of visual tokens')
         _check(self.head.time_embedding in TIME_EMBEDDINGS, n, 'head.time_embedding',
                self.head.time_embedding, f'one of {TIME_EMBEDDINGS}')
         exits = self.exits
@@ -237,6 +256,11 @@ class VLAConfig:
     @property
     def exits(self) -> tuple[int, ...]:
         return self.exit_layers or tuple(range(self.lm.num_layers))
+
+    @property
+    def image_row_len(self) -> int:
+        """Visual tokens per row of the (square) token grid."""
+        return math.isqrt(self.vision.tokens_per_image)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,7 +11,8 @@
   beside the CPU torch build: its torchvision dependency fails to import).
 - molmo_clip (A1 / Molmo): `image_vit` (CLIP ViT), two hidden layers concatenated, 2x2
   `image_pooling_2d` attention with the mean of the four patches as query, `image_projector`
-  (SwiGLU MLP).
+  (SwiGLU MLP); optionally Molmo's `pad_embed`, added by each patch's padding fraction (the
+  vision graph then takes per-patch image fractions beside the pixels).
 """
 
 from __future__ import annotations
@@ -144,14 +145,27 @@ class MolmoClipEncoder(nn.Module):
         self.image_projector.w1 = nn.Linear(pooled, inner, bias=False)
         self.image_projector.w3 = nn.Linear(pooled, inner, bias=False)
         self.image_projector.w2 = nn.Linear(inner, lm_width, bias=False)
+        self.pad_embed = nn.Parameter(torch.zeros(2, width)) if cfg.pad_embed else None
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, T, D)
+    def forward(self, pixels: torch.Tensor, patch_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """(N, 3, H, W) [, (N, grid * grid) image fraction per patch] -> (N, T, D)."""
         out = self.image_vit(pixel_values=pixels, output_hidden_states=True)
         x = torch.cat([out.hidden_states[i] for i in self.cfg.feature_layers], -1)[:, 1:]
+        if self.pad_embed is not None:
+            if patch_mask is None:
+                raise ValueError('this encoder has a pad_embed: pass each image\'s per-patch '
+                                 'image fraction (patch_mask)')
+            # Molmo's "pad_and_partial_pad": row 0 where a patch is all padding, row 1 where
+            # it is part padding, added before pooling (so the mean query sees it too).
+            all_pad = (patch_mask == 0).to(x.dtype)[..., None]
+            partial = ((patch_mask > 0) & (patch_mask < 1)).to(x.dtype)[..., None]
+            x = x + self.pad_embed[0] * all_pad + self.pad_embed[1] * partial
         n, g, c = x.shape[0], self.cfg.grid, x.shape[-1]
         x = x.reshape(n, g // 2, 2, g // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
         x = self.image_pooling_2d(x.reshape(-1, 4, c)).reshape(n, (g // 2) ** 2, -1)
         p = self.image_projector
+        # Molmo's ImageProjectorMLP with llama_swiglu: w2(silu(w1 x) * w3 x)
         return p.w2(F.silu(p.w1(x)) * p.w3(x))
 
 

@@ -8,7 +8,9 @@ which is what lets our own models and fine-tuned ones use early exit.
 Prompt layout (one static sequence, so graph shapes are fixed): per family, a list of items
 - tokens: literal ids (BOS, EOS, VLA-Adapter's action queries, EdgeVLA's action positions,
   A1's proprio slot and action tokens), text: the instruction padded to `text_len`, image: the
-  placeholder tokens of one camera, replaced by its visual tokens in the embedding.
+  placeholder tokens of one camera, replaced by its visual tokens in the embedding (or, with
+  `image_merge='add'`, added to them, as Molmo does). With `image_col_token_id`, each row of
+  an image's placeholders ends with that token (Molmo's <im_col>), which keeps its embedding.
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ def build_layout(cfg: VLAConfig) -> Layout:
     for i, cam in enumerate(cfg.cameras):
         if blocks and blocks[i]:
             add({'kind': 'tokens', 'ids': list(blocks[i])}, len(blocks[i]))
-        add({'kind': 'image', 'camera': cam, 'id': cfg.image_token_id, 'count': n_img}, n_img,
-            f'image:{cam}')
+        item = {'kind': 'image', 'camera': cam, 'id': cfg.image_token_id, 'count': n_img}
+        if cfg.image_col_token_id >= 0:
+            item.update(cols=cfg.image_row_len, col_id=cfg.image_col_token_id)
+        add(item, len(image_run(item)), f'image:{cam}')
     if blocks and blocks[-1]:
         add({'kind': 'tokens', 'ids': list(blocks[-1])}, len(blocks[-1]))
     add({'kind': 'text'}, cfg.text_len, 'text')
@@ -99,6 +103,25 @@ def build_layout(cfg: VLAConfig) -> Layout:
                   blocked_keys=blocked)
 
 
+def image_run(item: dict) -> list[int]:
+    """The token ids of a layout image item: `count` placeholders, with `col_id` after every
+    `cols` of them when the item has row markers (the runtime's PromptBuilder lays it out the
+    same way from the manifest)."""
+    if 'cols' not in item:
+        return [item['id']] * item['count']
+    return ([item['id']] * item['cols'] + [item['col_id']]) * (item['count'] // item['cols'])
+
+
+def image_rows(span: Span, cfg: VLAConfig) -> list[tuple[Span, int]]:
+    """(placeholder span, index of its first visual token) per run of one camera's image
+    span: the whole span, or one per row when rows end with a marker token."""
+    if cfg.image_col_token_id < 0:
+        return [(span, 0)]
+    cols = cfg.image_row_len
+    return [(Span(span.start + r * (cols + 1), span.start + r * (cols + 1) + cols), r * cols)
+            for r in range(cfg.vision.tokens_per_image // cols)]
+
+
 class VLA(nn.Module):
     def __init__(self, cfg: VLAConfig) -> None:
         super().__init__()
@@ -122,24 +145,37 @@ class VLA(nn.Module):
 
     # --- prefix: vision and embedding ------------------------------------------------------
 
-    def encode_images(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """One (B, C, H, W) tensor per camera -> (B, cameras * tokens, D)."""
+    def encode_images(self, images: list[torch.Tensor],
+                      patch_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """One (B, C, H, W) tensor per camera [and, with `vision.pad_embed`, one (B, grid *
+        grid) image fraction per patch] -> (B, cameras * tokens, D)."""
         if self.vision is None:
             return torch.zeros(1, 0, self.cfg.lm.hidden_size)
         b = images[0].shape[0]
-        tokens = self.vision(torch.cat(images, dim=0))  # cameras batched together
+        if self.cfg.vision.pad_embed:  # cameras batched together
+            if patch_masks is None:
+                raise ValueError('vision.pad_embed: pass one patch mask per camera')
+            tokens = self.vision(torch.cat(images, dim=0), torch.cat(patch_masks, dim=0))
+        else:
+            tokens = self.vision(torch.cat(images, dim=0))
         return torch.cat(tokens.split(b, dim=0), dim=1)
 
     def embed(self, input_ids: torch.Tensor, vision_tokens: torch.Tensor,
               state: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with the placeholder runs replaced by visual tokens (and, per
-        family, action queries or the projected state)."""
+        """Token embeddings with the placeholder runs replaced by visual tokens, or the tokens
+        added to them (`image_merge`), and, per family, action queries or the projected
+        state in their slots."""
         lay = self.layout
         h = self.decoder.embed_tokens(input_ids)
         replacements: list[tuple[Span, torch.Tensor]] = []
         n = self.cfg.vision.tokens_per_image
+        add = self.cfg.image_merge == 'add'
         for i, span in enumerate(lay.images):
-            replacements.append((span, vision_tokens[:, i * n:(i + 1) * n]))
+            for run, first in image_rows(span, self.cfg):
+                tokens = vision_tokens[:, i * n + first:i * n + first + run.length]
+                if add:
+                    tokens = h[:, run.start:run.end] + tokens.to(h.dtype)
+                replacements.append((run, tokens))
         b = input_ids.shape[0]
         if lay.queries is not None:
             q = self.action_queries.weight[None].expand(b, -1, -1)
@@ -189,12 +225,14 @@ class VLA(nn.Module):
     def actions_at_exits(self, images: list[torch.Tensor], input_ids: torch.Tensor,
                          key_mask: torch.Tensor, state: torch.Tensor, noise: torch.Tensor | None,
                          num_steps: int, exits: tuple[int, ...] | None = None,
-                         warm_start: bool = False) -> dict[int, torch.Tensor]:
+                         warm_start: bool = False,
+                         patch_masks: list[torch.Tensor] | None = None
+                         ) -> dict[int, torch.Tensor]:
         """The action (model space, normalized) at each exit, computed the long way. With
         warm_start, each exit's flow solve starts from the previous exit's action (A1's
         inter-layer truncated flow matching); otherwise every exit starts from `noise`."""
         exits = exits or self.cfg.exits
-        h = self.embed(input_ids, self.encode_images(images), state)
+        h = self.embed(input_ids, self.encode_images(images, patch_masks), state)
         out: dict[int, torch.Tensor] = {}
         start, x_prev = 0, None
         kvs: list = []
@@ -257,11 +295,19 @@ class VLA(nn.Module):
                 mask[:, t0:t0 + n_text] = 1
                 pos += cfg.text_len
             elif item['kind'] == 'image':
-                ids[:, pos:pos + item['count']] = item['id']
-                pos += item['count']
+                run = image_run(item)
+                ids[:, pos:pos + len(run)] = torch.tensor(run)
+                pos += len(run)
             else:
                 n = len(item['ids']) * item.get('repeat', 1)
                 ids[:, pos:pos + n] = torch.tensor(item['ids'] * item.get('repeat', 1))
                 pos += n
         state = torch.randn(batch, cfg.state_dim, generator=g)
-        return {'images': images, 'input_ids': ids, 'attention_mask': mask, 'state': state}
+        obs = {'images': images, 'input_ids': ids, 'attention_mask': mask, 'state': state}
+        if cfg.vision.pad_embed:  # rows of all-padding, part-padding and image patches
+            grid = cfg.vision.grid
+            rows = torch.ones(grid)
+            rows[0], rows[1] = 0.0, 0.5
+            obs['patch_masks'] = [rows.repeat_interleave(grid)[None].expand(batch, -1).clone()
+                                  for _ in cfg.cameras]
+        return obs

@@ -12,12 +12,19 @@ The converted model is A1's flow-matching model (reference/fidelity.md §1 A1): 
 the expert with RoPE base 1e4, causal attention inside its suffix and the diffusion-policy time
 embedding, the proprio token filled by `proprio_projector`, BOS = <|endoftext|>, and exits at
 A1's layer-0 anchor plus every `exit_interval`-th layer (A1's get_all_exit_idx, interval 2).
-Not converted yet: the Molmo vision path (a checkpoint with `vision_backbone` is refused with
-that reason) and the l1_regression variant. A `mask` in the statistics becomes lo = -1, hi = 1
-on the unmasked entries (identity there), until manifests carry masks.
+With a `vision_backbone` (a1_vision.py): the CLIP ViT, `vit_layers` concatenated, `pad_embed`
+by each patch's padding fraction, mean-query 2x2 attention pooling and the SwiGLU projector at
+the published shapes; per camera, right after BOS, `<im_start>` + rows of `<im_patch>` closed
+by `<im_col>` + `<im_end>`, the features added to the `<im_patch>` embeddings; each camera
+resized and padded as upstream's "resize" crop mode (the `resize_pad` step, whose per-patch
+image fraction feeds the vision graph). Refused with the reason: other crop modes (multi-crop
+"overlap-and-resize": only a single resize crop per camera converts), other ViTs, poolings,
+projectors and padding embeddings, and the l1_regression variant. A `mask` in the statistics
+becomes lo = -1, hi = 1 on the unmasked entries (identity there), until manifests carry masks.
 
 Optional `vla_ros_convert.json` beside the checkpoint sets what the checkpoint files do not
-say: {"template": str, "lowercase": bool, "text_len": int, "exit_interval": int}.
+say: {"template": str, "lowercase": bool, "text_len": int, "exit_interval": int,
+"cameras": [names, in the order upstream received the images; default primary, wrist]}.
 """
 
 from __future__ import annotations
@@ -27,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from vla_ros.export.convert import ConvertError
+from vla_ros.export.convert import ConvertError, a1_vision
 from vla_ros.export.convert.keys import KeyMap, load_pt_state_dict, safetensors_in
 
 DROPPED = ('transformer.ff_out.weight', 'action_head.qwen2.model.embed_tokens.weight',
            'action_head.qwen2.lm_head.weight')
 DEFAULTS = {'template': 'User: {instruction} Assistant:', 'lowercase': True, 'text_len': 64,
-            'exit_interval': 2}
+            'exit_interval': 2, 'cameras': ('primary', 'wrist')}
 EXPERT_ROPE_THETA = 1e4  # the expert's Qwen2Config keeps transformers' default
 
 
@@ -70,10 +77,6 @@ def _weights(src: Path, progress: bool) -> dict[str, torch.Tensor]:
 def build_config(mc: dict, opts: dict, tok) -> object:
     from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
 
-    if mc.get('vision_backbone'):
-        raise ConvertError('this converter maps A1 models built without vision_backbone only; '
-                           'the Molmo vision path (ViT, 2x2 pooling, projector, pad_embed, '
-                           'image tokens) is not converted yet')
     if mc['action_head'] != 'flow_matching':
         raise ConvertError(f"action_head {mc['action_head']!r}: only flow_matching converts")
     n = int(mc['n_layers'])
@@ -97,12 +100,15 @@ def build_config(mc: dict, opts: dict, tok) -> object:
     bos, proprio = tok.token_to_id('<|endoftext|>'), tok.token_to_id('<proprioception>')
     if bos is None or proprio is None:
         raise ConvertError('tokenizer.json lacks <|endoftext|> or <proprioception>')
-    return VLAConfig(family='a1', lm=lm, vision=VisionConfig(kind='none'), head=head,
-                     cameras=(), state_dim=int(mc['proprio_dim']),
+    if mc.get('vision_backbone'):
+        images = a1_vision.vision_config(mc, tok, tuple(opts['cameras']), bos)
+    else:
+        images = dict(vision=VisionConfig(kind='none'), cameras=(), prompt_blocks=((bos,),))
+    return VLAConfig(family='a1', lm=lm, head=head, **images, state_dim=int(mc['proprio_dim']),
                      action_dim=int(mc['fixed_action_dim']),
                      chunk_len=int(mc['num_actions_chunk']), text_len=int(opts['text_len']),
                      exit_layers=tuple(exits), pad_id=bos, bos_id=bos, eos_id=bos,
-                     proprio_token_id=proprio, prompt_blocks=((bos,),))
+                     proprio_token_id=proprio)
 
 
 def map_weights(km: KeyMap, cfg) -> None:
@@ -130,6 +136,8 @@ def map_weights(km: KeyMap, cfg) -> None:
             km.get(k)
     km.take_prefix('action_head.', 'head.')
     km.take_prefix('proprio_projector.', 'head.proprio_projector.')
+    if cfg.cameras:
+        a1_vision.map_vision(km, cfg)
 
 
 def _norm(entry: dict | None, n: int):
@@ -176,6 +184,7 @@ def convert(src: Path, out: Path, progress: bool = True) -> None:
         state_norm=_norm(stats and stats.get('proprio'), n_state),
         action_norm=_norm(stats and (stats.get('action') or stats.get('actions')), n_act),
         template=opts['template'], lowercase=bool(opts['lowercase']),
+        camera=a1_vision.camera_spec(cfg, mc) if cfg.cameras else {},
         flow_steps=int(mc['num_diffusion_inference_steps']), truncated_steps=2,
         provenance={'converted_from': 'a1', 'source': str(src)})
     if progress:

@@ -109,6 +109,7 @@ class KeyMap:
         self.dropped = tuple(dropped)  # fnmatch patterns of upstream keys we do not use
         self.used: set[str] = set()
         self.state: dict[str, torch.Tensor] = {}
+        self.source: dict[str, str] = {}  # ours -> upstream key, for shape errors
 
     def is_dropped(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, p) for p in self.dropped)
@@ -128,6 +129,7 @@ class KeyMap:
              transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         t = self.get(upstream_key)
         self.put(ours, transform(t) if transform else t)
+        self.source[ours] = upstream_key
 
     def take_prefix(self, upstream_prefix: str, our_prefix: str) -> int:
         """Every upstream key under `upstream_prefix` renamed to `our_prefix` (not yet used and
@@ -159,7 +161,8 @@ class KeyMap:
         for k, t in self.state.items():
             want = expected[k]
             if tuple(t.shape) != tuple(want.shape):
+                src = f' (upstream {self.source[k]!r})' if k in self.source else ''
                 raise ConvertError(f'{k}: upstream gives shape {tuple(t.shape)}, our model '
-                                   f'needs {tuple(want.shape)}')
+                                   f'needs {tuple(want.shape)}{src}')
             out[k] = t.to(want.dtype).contiguous()
         return out

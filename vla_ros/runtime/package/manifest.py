@@ -50,8 +50,14 @@ RESIZE_MODES = ('bicubic', 'bilinear', 'area', 'lanczos', 'nearest',
 #   resize       {height, width, method (a RESIZE_MODE)}, result rounded to uint8
 #   center_crop  {area, method: 'tf_bilinear'}: the centred box of `area` (fraction), resized
 #                back to the input size as tf.image.crop_and_resize, saturating to uint8
+#   resize_pad   {size, patch, fill, method: 'torch_bilinear'}: A1 / Molmo's resize_and_pad:
+#                scale to fit a size x size square keeping the aspect ratio (torch's
+#                antialiased bilinear on [0, 1] floats, clipped), centre it on `fill`
+#                (0-1, before normalization), unrounded; it also gives each patch x patch cell
+#                its image fraction (the vision graph's patch_mask.<camera>). Last step only.
 IMAGE_STEPS = {'jpeg': ('quality',), 'resize': ('height', 'width', 'method'),
-               'center_crop': ('area', 'method')}
+               'center_crop': ('area', 'method'), 'resize_pad': ('size', 'patch', 'fill',
+                                                                 'method')}
 MISSING_VIEW = ('zeros', 'black')  # fill for an absent optional view, in the model's space
 PADDING_SIDES = ('right', 'left')
 NORM_KINDS = {
@@ -153,7 +159,8 @@ class PromptSpec:
 
     layout items, in order: {"kind": "text"} the instruction through `template`, tokenized,
     truncated or padded to `max_length` (padding is masked); {"kind": "image", "camera": c,
-    "id": i, "count": n} n placeholder tokens replaced by camera c's visual tokens;
+    "id": i, "count": n[, "cols": k, "col_id": j]} n placeholder tokens replaced by (or added
+    to) camera c's visual tokens, with token j after every k of them when given (Molmo's rows);
     {"kind": "tokens", "ids": [...], "repeat": r} literal ids (BOS, EOS, action queries...).
     """
 
@@ -174,7 +181,7 @@ class PromptSpec:
             if item['kind'] == 'text':
                 n += self.max_length
             elif item['kind'] == 'image':
-                n += item['count']
+                n += item['count'] + (item['count'] // item['cols'] if 'cols' in item else 0)
             else:
                 n += len(item['ids']) * item.get('repeat', 1)
         return n

@@ -93,6 +93,13 @@ def _parse_layout_item(r: Reader, cameras: set[str]) -> dict[str, Any]:
         item['camera'] = r.choice('camera', tuple(sorted(cameras)))
         item['id'] = r.int_in('id', 0)
         item['count'] = r.int_in('count', 1)
+        cols = r.get('cols', int, None)
+        if cols is not None:  # Molmo's row markers (<im_col>)
+            item['cols'] = r.int_in('cols', 1)
+            item['col_id'] = r.int_in('col_id', 0)
+            if item['count'] % item['cols']:
+                raise fail('invalid', f'{r.where}.cols', f'{item["cols"]} does not divide '
+                           f'count {item["count"]}')
     elif kind == 'tokens':
         ids = r.get('ids', list)
         if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):

@@ -109,6 +109,12 @@ def parse_camera(r: Reader) -> CameraSpec:
         missing=r.choice('missing', MISSING_VIEW, 'zeros'),
     )
     r.done()
+    pads = [i for i, st in enumerate(cam.steps) if st['op'] == 'resize_pad']
+    if pads and (pads != [len(cam.steps) - 1] or cam.crop_scale < 1.0 or cam.letterbox
+                 or (cam.height, cam.width) != (cam.steps[-1]['size'],) * 2):
+        # Its float output and patch mask are what the model sees: nothing may resample them.
+        raise fail('invalid', f'{r.where}.steps', 'a resize_pad step must be the last step, '
+                   'with height = width = its size, no crop_scale and no letterbox')
     return cam
 
 
@@ -121,6 +127,14 @@ def parse_step(r: Reader) -> dict[str, Any]:
         step['height'] = r.int_in('height', 8, 4096)
         step['width'] = r.int_in('width', 8, 4096)
         step['method'] = r.choice('method', RESIZE_MODES)
+    elif op == 'resize_pad':
+        step['size'] = r.int_in('size', 8, 4096)
+        step['patch'] = r.int_in('patch', 1, 4096)
+        step['fill'] = r.number('fill', lo=0.0, hi=1.0)
+        step['method'] = r.choice('method', ('torch_bilinear',))
+        if step['size'] % step['patch']:
+            raise fail('invalid', f'{r.where}.patch', f'{step["patch"]} does not divide size '
+                       f'{step["size"]}')
     else:
         step['area'] = r.number('area', lo=0.0, hi=1.0, lo_open=True)
         step['method'] = r.choice('method', ('tf_bilinear',))

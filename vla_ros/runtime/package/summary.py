@@ -34,6 +34,8 @@ def describe(pkg: ModelPackage) -> str:
     lines.append('cameras:')
     for c in m.cameras:
         crop = f', center crop {c.crop_scale:g}' if c.crop_scale < 1 else ''
+        if c.steps:  # upstream image steps run first (A1's resize_pad replaces the resize)
+            crop += ', steps ' + ' + '.join(st['op'] for st in c.steps)
         lines.append(f'  {c.name}: {c.width}x{c.height} {c.channel_order}, {c.resize}{crop}, '
                      f'{len(c.norms)} norm stream(s){"" if c.required else ", optional"}')
     lines += _space('state', m.state)

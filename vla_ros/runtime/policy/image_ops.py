@@ -13,7 +13,12 @@ with cv2:
                    the input size, then convert_image_dtype(uint8, saturate=True)
   pil_resize       PIL's resize (torchvision's Resize on a PIL image)
   letterbox        Prismatic's LetterboxPad: int((max - w) / 2) on both sides, constant fill
-Each takes and returns an (H, W, 3) uint8 RGB array. Imports numpy, PIL and simplejpeg.
+  resize_pad       A1 / Molmo's resize_and_pad: aspect-preserving torch bilinear resize with
+                   antialias (aten's separable _upsample_bilinear2d_aa: width, then height) on
+                   [0, 1] floats, centred on a fill; returns floats (0-255 scale) and the
+                   per-patch image fraction
+Each takes an (H, W, 3) uint8 RGB array and returns one (resize_pad: float32). Imports numpy,
+PIL and simplejpeg.
 """
 
 from __future__ import annotations
@@ -139,3 +144,75 @@ def resize(image: np.ndarray, height: int, width: int, method: str) -> np.ndarra
     if method == 'tf_lanczos3':
         return tf_resize(image, height, width)
     return pil_resize(image, height, width, method)
+
+
+@lru_cache(maxsize=32)
+def _torch_aa_spans(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(out, span) source indices and float32 weights of torch's antialiased bilinear
+    (align_corners=False): a triangle filter widened by the downscale factor, normalized per
+    output (aten's _compute_weights_aa with interp_size 2). float32 where aten's scalar_t is,
+    float64 where it promotes, so the weights match to the bit."""
+    scale = _F32(_F32(in_size) / _F32(out_size))
+    support = _F32(scale) if scale >= 1.0 else _F32(1.0)
+    invscale = _F32(1.0 / float(scale)) if scale >= 1.0 else _F32(1.0)
+    span = int(math.ceil(float(support))) * 2 + 1
+    idx = np.zeros((out_size, span), np.int64)
+    wts = np.zeros((out_size, span), _F32)
+    for i in range(out_size):
+        center = _F32(float(scale) * (i + 0.5))
+        lo = max(int(float(_F32(center - support)) + 0.5), 0)  # C++ casts truncate
+        hi = min(int(float(_F32(center + support)) + 0.5), in_size)
+        w = [_F32(max(0.0, 1.0 - abs((j - float(center) + 0.5) * float(invscale))))
+             for j in range(lo, hi)]
+        total = _F32(0.0)
+        for v in w:
+            total = _F32(total + v)
+        n = hi - lo
+        idx[i, :n] = np.arange(lo, hi)
+        if total != 0:
+            wts[i, :n] = np.array(w, _F32) / total
+    return idx, wts
+
+
+def torch_bilinear_aa(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, C) float32 -> (height, width, C) float32, as torch.nn.functional.interpolate(
+    mode='bilinear', antialias=True) (torchvision's Resize on a float tensor): width first,
+    then height, each a float32 sum in span order."""
+    x = image.astype(_F32, copy=False)
+    if x.shape[1] != width:
+        x = _gather(x, 1, *_torch_aa_spans(x.shape[1], width))
+    if x.shape[0] != height:
+        x = _gather(x, 0, *_torch_aa_spans(x.shape[0], height))
+    return np.ascontiguousarray(x, dtype=_F32)
+
+
+def pad_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """(scaled height, scaled width, top, left) of resize_and_pad into a size x size square;
+    the scale is computed in float32 and truncated, as upstream does (so 40 px at 0.7 is 27)."""
+    scale = min(_F32(size) / _F32(height), _F32(size) / _F32(width))
+    sh, sw = int(_F32(height) * scale), int(_F32(width) * scale)
+    return sh, sw, (size - sh) // 2, (size - sw) // 2
+
+
+def resize_pad(image: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """A1's resize_and_pad ('torch-bilinear'): uint8 RGB -> (size, size, 3) float32 on the
+    0-255 scale, unrounded; `fill` (0-1) is the padding before normalization (upstream pads
+    with pad_value = 0, then normalizes, so padding becomes -mean/std)."""
+    sh, sw, top, left = pad_geometry(image.shape[0], image.shape[1], size)
+    x = torch_bilinear_aa(image.astype(_F32) / _F32(255.0), sh, sw)
+    out = np.full((size, size, 3), _F32(fill), _F32)
+    out[top:top + sh, left:left + sw] = np.clip(x, 0.0, 1.0)
+    return out * _F32(255.0)
+
+
+def patch_fractions(height: int, width: int, size: int, patch: int) -> np.ndarray:
+    """(1, (size / patch)^2) float32: the image (non-padding) fraction of each patch after
+    resize_pad of a height x width image, patches in row-major order (Molmo's image_masks)."""
+    sh, sw, top, left = pad_geometry(height, width, size)
+    g = size // patch
+
+    def cover(n: int, start: int) -> np.ndarray:
+        cells = np.arange(g)[:, None] * patch + np.arange(patch)[None]
+        return ((cells >= start) & (cells < start + n)).mean(axis=1)
+
+    return (cover(sh, top)[:, None] * cover(sw, left)[None]).reshape(1, -1).astype(_F32)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ class ModelInputs:
     input_ids: np.ndarray  # (1, T) int64
     attention_mask: np.ndarray  # (1, T) float32
     state: np.ndarray  # (1, S_model) float32, normalized and padded
+    # camera -> (1, P) float32 image fraction per ViT patch, for vision graphs that take
+    # `patch_mask.<camera>` (A1's pad_embed); made by the camera's resize_pad step.
+    patch_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class ExitPipeline:
@@ -58,6 +61,9 @@ class ExitPipeline:
                        and backend.has_graph(g.name)}
         self.has_state_embed = any(t.name == 'state' for t in manifest.graph('embed').inputs)
         self.has_vision = bool(manifest.graphs_with_role('vision'))
+        self.patch_mask_inputs = tuple(
+            t.name for g in manifest.graphs_with_role('vision') for t in g.inputs
+            if t.name.startswith('patch_mask.'))
         # Evo-1's action_mask: the padded action dims are held at zero in the noise and in
         # every step's input, and zeroed in the result.
         self.action_mask = None
@@ -88,8 +94,14 @@ class ExitRun:
         if vision_tokens is not None:
             feeds['vision_tokens'] = vision_tokens
         elif pipe.has_vision:
-            feeds['vision_tokens'] = self._run('vision', 'vision', {
-                f'image.{c}': a for c, a in inputs.images.items()})['vision_tokens']
+            vision_feeds = {f'image.{c}': a for c, a in inputs.images.items()}
+            for name in pipe.patch_mask_inputs:
+                cam = name[len('patch_mask.'):]
+                if cam not in inputs.patch_masks:
+                    raise ValueError(f'the vision graph needs {name}; the camera {cam!r} has '
+                                     'no resize_pad step to make it')
+                vision_feeds[name] = inputs.patch_masks[cam]
+            feeds['vision_tokens'] = self._run('vision', 'vision', vision_feeds)['vision_tokens']
         if pipe.has_state_embed:
             feeds['state'] = inputs.state
         self.hidden = self._run('embed', 'embed', feeds)['hidden']

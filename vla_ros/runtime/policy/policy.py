@@ -145,22 +145,28 @@ class Policy:
     # --- inputs ------------------------------------------------------------------------------
 
     def prepare(self, obs: Observation) -> ModelInputs:
-        images, missing = {}, set()
+        images, missing, patch_masks = {}, set(), {}
         for cam in self.m.cameras:
+            pre = self.images[cam.name]
             if cam.name in obs.images:
                 img, enc = obs.images[cam.name]
-                images[cam.name] = self.images[cam.name](img, enc)
+                images[cam.name] = pre(img, enc)
+                size = img.shape[:2]
             elif cam.required:
                 raise ValueError(f'observation lacks camera {cam.name!r}, which the model '
                                  'requires')
             else:
-                images[cam.name] = self.images[cam.name].blank()
+                images[cam.name] = pre.blank()
                 missing.add(cam.name)
+                size = (cam.height, cam.width)
+            patch_mask = pre.patch_mask(*size)
+            if patch_mask is not None:
+                patch_masks[cam.name] = patch_mask
         ids, mask = self.prompt(obs.instruction, frozenset(missing))
         state = self.state_norm.normalize(np.asarray(obs.state, np.float64))[None]
         if not np.all(np.isfinite(state)):
             raise ValueError('state holds non-finite values')
-        return ModelInputs(images, ids, mask, state)
+        return ModelInputs(images, ids, mask, state, patch_masks)
 
     def noise(self) -> np.ndarray:
         kind = self.m.flow.noise if self.m.flow else 'gaussian'

@@ -1,7 +1,8 @@
 """Observation -> model inputs, as the package's manifest prescribes.
 
 Images: channel conversion from the ROS encoding, the camera's upstream image steps (JPEG round
-trip, TF resize, centre crop: image_ops.py), optional center crop, one resize (cv2, or PIL /
+trip, TF resize, centre crop, A1's resize-and-pad with its per-patch image fraction:
+image_ops.py), optional center crop, one resize (cv2, or PIL /
 TensorFlow's where the checkpoint was trained on those), per-stream letterbox, then every
 normalization stream as one fused multiply-add per channel ((x/255 - mean)/std =
 x * 1/(255 std) - mean/std), written straight into a preallocated CHW buffer.
@@ -51,6 +52,7 @@ class ImagePreprocessor:
         self.scale = (1.0 / (255.0 * std)).reshape(-1, 1, 1)  # (streams*3, 1, 1)
         self.offset = (-mean / std).reshape(-1, 1, 1)
         self.streams = len(spec.norms)
+        self._masks: dict[tuple[int, int], np.ndarray | None] = {}
 
     def __call__(self, image: np.ndarray, encoding: str) -> np.ndarray:
         if encoding not in ENCODINGS:
@@ -78,9 +80,20 @@ class ImagePreprocessor:
             self._normalize(chw, s, out)
         return out
 
+    def patch_mask(self, height: int, width: int) -> np.ndarray | None:
+        """(1, P) float32 image fraction per ViT patch of a height x width input, from the
+        camera's resize_pad step (None without one). It depends on the input size only."""
+        key = (height, width)
+        if key not in self._masks:  # a camera's frame size rarely changes
+            self._masks[key] = _patch_mask(self.spec.steps, height, width)
+        mask = self._masks[key]
+        return None if mask is None else mask.copy()
+
     def _resize(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, height, width) float32."""
         h, w = self.spec.height, self.spec.width
+        if image.dtype != np.uint8:  # resize_pad's unrounded output, already (h, w)
+            return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
         if image_ops.is_custom_resize(self.spec.resize):
             image = image_ops.resize(image, h, w, self.spec.resize)
         else:
@@ -111,10 +124,13 @@ class ImagePreprocessor:
 
 
 def apply_steps(image: np.ndarray, steps) -> np.ndarray:
-    """The camera's upstream image steps (manifest IMAGE_STEPS), in order, on uint8 RGB."""
+    """The camera's upstream image steps (manifest IMAGE_STEPS), in order, on uint8 RGB
+    (a last resize_pad step returns float32 on the 0-255 scale)."""
     for step in steps:
         op = step['op']
-        if op == 'jpeg':
+        if op == 'resize_pad':
+            image = image_ops.resize_pad(image, step['size'], step['fill'])
+        elif op == 'jpeg':
             image = image_ops.jpeg_roundtrip(image, step['quality'])
         elif op == 'resize':
             h, w, method = step['height'], step['width'], step['method']
@@ -123,6 +139,15 @@ def apply_steps(image: np.ndarray, steps) -> np.ndarray:
         else:
             image = image_ops.tf_center_crop(image, step['area'])
     return image
+
+
+def _patch_mask(steps, height: int, width: int) -> np.ndarray | None:
+    for step in steps:
+        if step['op'] == 'resize':
+            height, width = step['height'], step['width']
+        elif step['op'] == 'resize_pad':  # the last step (parse_parts checks)
+            return image_ops.patch_fractions(height, width, step['size'], step['patch'])
+    return None
 
 
 def _bounds(n: Normalization) -> tuple[np.ndarray, np.ndarray] | None:
@@ -233,9 +258,13 @@ class PromptBuilder:
                     ids += text_ids + [s.pad_id] * pad
                     mask += [1.0] * len(text_ids) + [0.0] * pad
             elif item['kind'] == 'image':
-                ids += [item['id']] * item['count']
+                run = [item['id']] * item['count']
+                if 'cols' in item:  # Molmo's rows: <im_col> after every `cols` patches
+                    run = ([item['id']] * item['cols'] + [item['col_id']]) * (
+                        item['count'] // item['cols'])
+                ids += run
                 # A missing optional view is zero-filled and masked out (Evo-1's image_mask).
-                mask += [0.0 if item['camera'] in missing else 1.0] * item['count']
+                mask += [0.0 if item['camera'] in missing else 1.0] * len(run)
             else:
                 run = item['ids'] * item.get('repeat', 1)
                 ids += run
