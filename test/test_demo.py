@@ -120,3 +120,22 @@ def test_make_default_runs_every_step_and_records_how_the_model_was_made(tmp_pat
                                data.actions[check.frames], atol=1e-5)
     others = np.abs(check.alternatives - data.actions[check.frames][:, None]).mean(axis=(2, 3))
     assert (others.argmin(1) == check.truth).all()
+
+
+def test_make_default_with_a_flow_head_writes_a_package_guided_rtc_can_serve(tmp_path):
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.policy.guidance import guided_support
+    from vla_ros.sim.train import default_config, make_default
+
+    out = make_default(str(tmp_path / 'pkg'), str(tmp_path / 'work'), episodes=6, minutes=30.0,
+                       max_steps=2, progress=lambda _: None, head='flow_dit')
+    m = load_package(out).manifest
+    assert m.head.type == 'flow_dit' and m.provenance['head'] == 'flow_dit'
+    assert guided_support(m) == ''  # exported with the head step's VJP graph
+    assert m.provenance['training']['steps'] == 2
+    exits = default_config('flow_dit').exits
+    assert set(m.provenance['training']['first_frame_choice_per_exit']) == {
+        str(x) for x in exits}
+    assert m.exits.threshold_sets
+    with pytest.raises(ValueError, match='head'):
+        default_config('bins')

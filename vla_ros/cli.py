@@ -254,6 +254,9 @@ def _make_default_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--minutes', type=float, default=25.0, help='training time budget')
     p.add_argument('--max-steps', type=int, default=20000, help='training step cap')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--head', choices=('mlp_regression', 'flow_dit'), default='mlp_regression',
+                   help='action head: the regression head of the shipped models, or a '
+                   'flow-matching DiT (exported with the VJP graph rtc_guided needs)')
 
 
 @command('make-default', 'collect demonstrations, train, export and calibrate the default '
@@ -262,7 +265,7 @@ def _make_default(args: argparse.Namespace) -> int:
     from vla_ros.sim.train import make_default
 
     make_default(args.out, args.work, args.robot, args.episodes, args.minutes, args.max_steps,
-                 args.seed)
+                 args.seed, head=args.head)
     return 0
 
 

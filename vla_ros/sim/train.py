@@ -30,19 +30,36 @@ from vla_ros.sim.scene import SCENE_OF, task_words
 DATA_VERSION = 3  # bump when collection changes, so cached demonstrations are not reused
 
 
-def default_config():
+# Action heads make-default can train: the shipped models' regression head (A1 family) and
+# Evo-1's flow-matching DiT (a flow head: what rtc_inpaint and rtc_guided act on).
+HEADS = ('mlp_regression', 'flow_dit')
+
+
+def default_config(head: str = 'mlp_regression'):
+    """The default model: one small backbone, with the regression head (A1 family) or a flow
+    DiT (Evo-1 family) of the same width."""
     from vla_ros.model.config import HeadConfig, LMConfig, VisionConfig, VLAConfig
 
+    if head not in HEADS:
+        raise ValueError(f'head {head!r} is not one of {HEADS}')
     lm = LMConfig(hidden_size=64, num_layers=6, num_heads=4, num_kv_heads=2,
                   intermediate_size=192, vocab_size=64, causal=False)
     vision = VisionConfig('molmo_clip', image_size=64, patch_size=8, hidden_size=64,
                           num_layers=2, num_heads=4, intermediate_size=128,
                           feature_layers=(-1, -2))
-    head = HeadConfig(type='mlp_regression', hidden_size=64, num_layers=2, num_heads=4,
-                      intermediate_size=192, state_hidden=64, resnet_blocks=2)
-    return VLAConfig(family='a1', lm=lm, vision=vision, head=head, cameras=('scene', 'wrist'),
-                     state_dim=6, action_dim=6, chunk_len=8, text_len=8,
-                     exit_layers=(1, 2, 3, 4, 5))
+    head_cfg = HeadConfig(type=head, hidden_size=64, num_layers=2, num_heads=4,
+                          intermediate_size=192, state_hidden=64, resnet_blocks=2)
+    return VLAConfig(family='a1' if head == 'mlp_regression' else 'evo1', lm=lm, vision=vision,
+                     head=head_cfg, cameras=('scene', 'wrist'), state_dim=6, action_dim=6,
+                     chunk_len=8, text_len=8, exit_layers=(1, 2, 3, 4, 5))
+
+
+def readout(model, normed):
+    """(B, T, D) final-normed states at an exit -> (B, D), what the scene probes read: the
+    action tokens' mean where the layout has action tokens, else every token's mean (a flow
+    head reads the whole sequence as its context)."""
+    span = model.layout.actions
+    return (normed[:, span.start:span.end] if span is not None else normed).mean(1)
 
 
 def _bounds(x: np.ndarray, pad: float = 0.05):
@@ -147,14 +164,13 @@ def training_loss(model, probe, batch, target, blocks, mode: str, probe_weight: 
     vision = model.encode_images(batch.images)
     h = model.embed(batch.input_ids, vision, batch.state)
     _, outputs, kvs = model.segment(h, batch.attention_mask, 0, exits[chosen[-1]] + 1)
-    span = model.layout.actions
     losses = []
     aux = [(probe['position'](vision) - probe.cells).abs().mean(),
            (probe['blocks'](vision.flatten(1)) - blocks).abs().mean()]
     for i in chosen:
         layer = exits[i]
         losses.append(exit_loss(model, i, outputs[layer], outputs, kvs, batch, None))
-        feat = model.decoder.norm(outputs[layer])[:, span.start:span.end].mean(1)
+        feat = readout(model, model.decoder.norm(outputs[layer]))
         aux.append((probe['scene'](feat) - blocks).abs().mean())
         aux.append((probe['target'](feat) - target).abs().mean())
     act, aux_t = torch.stack(losses).mean(), torch.stack(aux).mean()
@@ -249,16 +265,15 @@ class ChoiceCheck:
 
         model.eval()
         b = self.data.batch(self.frames)
-        exits = model.cfg.exits
-        span = model.layout.actions
+        # A flow head solves from the noise distribution's mean (zeros for both conventions),
+        # so the check is deterministic.
+        noise = torch.zeros(len(self.frames), *self.alternatives.shape[2:])
+        per_exit = model.actions_at_exits(b.images, b.input_ids, b.attention_mask, b.state,
+                                          noise, num_steps=10)
         out = {}
-        with torch.no_grad():
-            h = model.embed(b.input_ids, model.encode_images(b.images), b.state)
-            _, outputs, _ = model.segment(h, b.attention_mask, 0, exits[-1] + 1)
-            for layer in exits:
-                pred = model.head(model.decoder.norm(outputs[layer])[:, span.start:span.end])
-                d = np.abs(self.alternatives - pred.numpy()[:, None]).mean(axis=(2, 3))
-                out[str(layer)] = round(float((d.argmin(1) == self.truth).mean()), 3)
+        for layer, pred in per_exit.items():
+            d = np.abs(self.alternatives - pred.numpy()[:, None]).mean(axis=(2, 3))
+            out[str(layer)] = round(float((d.argmin(1) == self.truth).mean()), 3)
         return out
 
 
@@ -282,7 +297,8 @@ def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
 
 def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-build',
                  robot: str = 'xarm6', episodes: int = 1200, minutes: float = 25.0,
-                 max_steps: int = 20000, seed: int = 0, progress=print) -> Path:
+                 max_steps: int = 20000, seed: int = 0, progress=print,
+                 head: str = 'mlp_regression') -> Path:
     import torch
 
     from vla_ros.adapters.robots import robot_spec
@@ -308,15 +324,16 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
     if 'blocks_xy' not in demos:  # collected before these fields were recorded
         demos['target_xy'], demos['blocks_xy'] = block_positions(seed, demos['episode'])
     names = robot_spec(robot).joint_names
-    cfg = default_config()
+    cfg = default_config(head)
     cfg = replace(cfg, state_dim=len(names), action_dim=len(names))
+    flow = head == 'flow_dit'
     demos['actions'] = demos['actions'][:, :cfg.chunk_len]
     spec = ExportSpec(
         name=f'vla-ros-default-touch-{robot}', state_names=names, action_names=names,
         dt_s=0.1, state_norm=_bounds(demos['state']),
         action_norm=_bounds(demos['actions'].reshape(-1, len(names))),
         embodiment={'robot': robot, 'scene': 'vla_ros tabletop touch tasks'},
-        provenance={})
+        provenance={}, rtc_vjp=flow)
     tok = word_tokenizer(task_words(), cfg.lm.vocab_size)
     torch.manual_seed(seed)
     model = VLA(cfg)
@@ -341,11 +358,14 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
         else 'vla-ros make-default',
         'robot': robot, 'episodes': episodes, 'frames': int(len(ep)), 'seed': seed,
         'parameters': n_params, 'training': {k: v for k, v in stats.items() if k != 'log'},
-        'exit_loss': 'L1 at the deepest exit for the first 60% of the time, then the mean of '
-                     'the L1 at every exit (A1 all-exit training)',
+        'head': head,
+        'exit_loss': ('flow-matching MSE (Evo-1: t ~ Beta(2, 2), U[-1, 1] noise)' if flow
+                      else 'L1') + ' at the deepest exit for the first 60% of the time, then '
+                     'the mean over every exit (A1 all-exit training)',
         'training_probes': 'visual token position, block positions from the visual tokens, '
-                           'block and named-block positions from the action tokens at each '
-                           'supervised exit (weight 1; training only, not exported)'})
+                           'block and named-block positions from the '
+                           + ('mean of all tokens' if flow else 'action tokens')
+                           + ' at each supervised exit (weight 1; training only, not exported)'})
     from vla_ros.export.checkpoint import save_checkpoint
 
     save_checkpoint(work / 'checkpoint', model, spec, tok)
