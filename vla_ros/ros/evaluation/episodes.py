@@ -58,12 +58,6 @@ class _Client:
             img, _ = image_to_numpy(msg)
             self.frames.append(np.array(img))
 
-    def close(self, executor) -> None:
-        """Leave the executor before it shuts down, so none of this node's callbacks is left
-        to fail on a destroyed handle."""
-        executor.remove_node(self.node)
-        self.node.destroy_node()
-
     def latest(self) -> dict:
         with self._lock:
             return dict(self.status)
@@ -149,7 +143,9 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
         report.update(runtime_report(node, m, inferences0))
         report['inference_latencies_ms'] = list(node.worker.latencies_ms)
         report['frames'] = client.frames
-        client.close(executor)
+    # The client's node stays on the executor: policy_with_peers destroys every node of it
+    # once the spin thread has ended (destroyed while that thread builds its wait set, an
+    # entity raises InvalidHandle there).
     return report
 
 

@@ -102,9 +102,13 @@ def policy_with_peers(package: str, robot: str = 'xarm6', controller: str = '',
     finally:
         if node.worker:
             node.worker.stop(timeout_s=10)
+        nodes = executor.get_nodes()  # the policy node and any a caller added (a client)
         executor.shutdown(timeout_sec=5)
-        spin.join(timeout=5)  # no callback may still be waiting on the node's handles
-        node.destroy_node()
+        # No node is destroyed before the spin thread has ended: one destroyed while that
+        # thread builds its wait set raises InvalidHandle there.
+        spin.join(timeout=5)
+        for n in nodes:
+            n.destroy_node()
         rclpy.shutdown()
         for p in peers:
             p.terminate()
