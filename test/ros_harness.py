@@ -36,7 +36,9 @@ class RosHarness:
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executors = [self.executor]
         self.nodes = []
-        self._threads = [threading.Thread(target=_spin, args=(self.executor,), daemon=True)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=_spin, args=(self.executor, self._stop),
+                                          daemon=True)]
         self._threads[0].start()
         self.io = Node('test_io', context=self.context)
         self.add(self.io, own_executor=True)
@@ -51,7 +53,7 @@ class RosHarness:
             ex = SingleThreadedExecutor(context=self.context)
             ex.add_node(node)
             self.executors.append(ex)
-            t = threading.Thread(target=_spin, args=(ex,), daemon=True)
+            t = threading.Thread(target=_spin, args=(ex, self._stop), daemon=True)
             t.start()
             self._threads.append(t)
         else:
@@ -103,21 +105,24 @@ class RosHarness:
             worker = getattr(n, 'worker', None)
             if worker is not None:
                 worker.stop(timeout_s=10.0)
-        for ex in self.executors:
-            ex.shutdown(timeout_sec=10)
-        # The spin threads end before any node is destroyed: a wait set still being built
-        # on a destroyed node's handles raises InvalidHandle in that thread.
+        # The spin threads end first, then the executors shut down, then the nodes go: an
+        # executor shut down under a thread still building its wait set (its guard condition
+        # gone) or a node destroyed then raises in that thread.
+        self._stop.set()
         for t in self._threads:
             t.join(timeout=10)
+        for ex in self.executors:
+            ex.shutdown(timeout_sec=10)
         for n in self.nodes:
             n.destroy_node()
         rclpy.shutdown(context=self.context)
 
 
-def _spin(executor) -> None:
-    # An exception escaping a callback ends spin(): report it loudly, it is a bug.
+def _spin(executor, stop: threading.Event) -> None:
+    # An exception escaping a callback ends the loop: report it loudly, it is a bug.
     try:
-        executor.spin()
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
     except ExternalShutdownException:
         pass
     except BaseException:
