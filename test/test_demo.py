@@ -77,6 +77,23 @@ def test_the_franka_default_model_follows_the_instruction_in_offline_rollouts():
     assert right >= 13, touched
 
 
+def test_the_shipped_flow_model_follows_the_instruction_in_offline_rollouts():
+    """models/flow-xarm6 (the default backbone with a flow-matching DiT head, exported with
+    the VJP graph guided RTC needs) touches the named block, each of the three named on the
+    same layouts."""
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.policy.guidance import guided_support
+    from vla_ros.sim.rollout import rollout
+
+    flow = ROOT / 'models' / 'flow-xarm6'
+    m = load_package(flow).manifest
+    assert m.head.type == 'flow_dit' and guided_support(m) == ''
+    touched = {c: [r.touching for r in rollout(str(flow), range(5000, 5005), target=c)]
+               for c in ('red', 'green', 'blue')}
+    right = sum(t == c for c, row in touched.items() for t in row)
+    assert right >= 13, touched
+
+
 def test_demo_episodes_run_over_the_real_services_and_write_media(tmp_path):
     from vla_ros.ros.evaluation.episodes import run_episodes, write_media
 

@@ -304,5 +304,5 @@ def test_external_data_outside_the_graphs_listed_files_is_refused(tiny_package, 
 
 def test_shipped_models_pass_the_graph_checks():
     root = Path(__file__).resolve().parents[1] / 'models'
-    for name in ('default', 'default-fr3'):
+    for name in ('default', 'default-fr3', 'flow-xarm6'):
         assert load_package(root / name).manifest.graphs
