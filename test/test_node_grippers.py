@@ -174,12 +174,15 @@ def test_deactivate_sends_the_fault_behavior(ros, gripper_package):
 
 def test_configure_creates_and_cleanup_destroys_the_gripper_action_client(ros,
                                                                         gripper_package):
+    # A namespace of its own: a vla_policy node of an earlier test in this ROS domain can
+    # linger in the graph until its participant's lease runs out.
     def clients():
         return [n for n, _ in get_action_client_names_and_types_by_node(
-            ros.io, 'vla_policy', '/')]
+            ros.io, 'vla_policy', '/cleanup')]
 
-    node, _ = start(ros, gripper_package('xarm6', 1.0), 'xarm6')
-    assert wait_for(lambda: clients() == ['/xarm_gripper/gripper_action'], 20), clients()
+    node, _ = start(ros, gripper_package('xarm6', 1.0), 'xarm6', namespace='/cleanup')
+    assert wait_for(lambda: clients() == ['/cleanup/xarm_gripper/gripper_action'], 20), \
+        clients()
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert node._gripper_channels == []
