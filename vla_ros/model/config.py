@@ -175,10 +175,16 @@ class HeadConfig:
     causal_suffix: bool = False
     time_embedding: str = 'posemb_sincos'
     proprio_token: bool = False
+    # A1's expert: the RoPE position of the first suffix token. 0: right after the prefix
+    # (ours). A1 pads its prompt to `data.sequence_length` before the LLM (deploy and eval
+    # collate with pad='to_max'), so its suffix positions start there, whatever the prompt.
+    suffix_position_start: int = 0
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(self.feature_shift in (0, 1), n, 'feature_shift', self.feature_shift, '0 or 1')
+        _check(self.suffix_position_start >= 0, n, 'suffix_position_start',
+               self.suffix_position_start, 'must be >= 0 (0: right after the prefix)')
         _check(self.bin_scheme in BIN_SCHEMES, n, 'bin_scheme', self.bin_scheme,
                f'one of {BIN_SCHEMES}')
 

@@ -24,6 +24,8 @@ becomes lo = -1, hi = 1 on the unmasked entries (identity there), until manifest
 
 Optional `vla_ros_convert.json` beside the checkpoint sets what the checkpoint files do not
 say: {"template": str, "lowercase": bool, "text_len": int, "exit_interval": int,
+"sequence_length": int (default: config.yaml's data.sequence_length, the padded prompt length
+where the expert's suffix positions start),
 "cameras": [names, in the order upstream received the images; default primary, wrist]}.
 """
 
@@ -56,6 +58,21 @@ def _model_config(src: Path) -> dict | None:
             if isinstance(data, dict) and 'd_model' in data and 'action_head' in data:
                 return data
     return None
+
+
+def sequence_length(src: Path, opts: dict) -> int:
+    """The prompt length A1 pads to before its LLM (`data.sequence_length` of config.yaml, or
+    `sequence_length` in vla_ros_convert.json); 0 when neither says (a bare model.yaml)."""
+    import yaml
+
+    if opts.get('sequence_length') is not None:
+        return int(opts['sequence_length'])
+    p = src / 'config.yaml'
+    if p.is_file():
+        data = yaml.safe_load(p.read_text())
+        if isinstance(data, dict) and isinstance(data.get('data'), dict):
+            return int(data['data'].get('sequence_length') or 0)
+    return 0
 
 
 def detect(src: Path) -> bool:
@@ -170,6 +187,20 @@ def convert(src: Path, out: Path, progress: bool = True) -> None:
                            'extra tokens)')
     tok = Tokenizer.from_file(str(src / 'tokenizer.json'))
     cfg = build_config(mc, opts, tok)
+    padded = sequence_length(src, opts)
+    if padded:
+        # A1's deploy and eval pad the prompt to this length (pad='to_max'), masked out, so
+        # the expert's suffix positions start there.
+        from dataclasses import replace
+
+        from vla_ros.model.vla import build_layout
+
+        length = build_layout(cfg).length
+        if length > padded:
+            raise ConvertError(f'the prompt layout is {length} tokens, longer than the '
+                               f'sequence_length {padded} A1 pads to: lower text_len in '
+                               'vla_ros_convert.json')
+        cfg = replace(cfg, head=replace(cfg.head, suffix_position_start=padded))
     model = VLA(cfg).eval()
     km = KeyMap(_weights(src, progress), dropped=DROPPED)
     map_weights(km, cfg)

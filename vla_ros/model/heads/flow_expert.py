@@ -3,10 +3,11 @@
 The expert is a Qwen2 body (`qwen2.model.layers.N`, `qwen2.model.norm`) as deep as the LLM.
 Its layer i attends over [the LLM layer i's post-RoPE keys/values of the prefix ; its own
 suffix keys/values]; the suffix is [state_proj(state)] + H action tokens, fully visible, with
-positions continuing after the prefix. Published A1 differs from our defaults in four ways, each
+positions continuing after the prefix. Published A1 differs from our defaults in five ways, each
 a HeadConfig option the converter sets: RoPE base 1e4 (`rope_theta`), causal attention inside
-the suffix (`causal_suffix`), the diffusion-policy time embedding (`time_embedding`) and a
-proprio token in the LLM prompt (`proprio_token`, filled by `proprio_projector`). At an exit after
+the suffix (`causal_suffix`), the diffusion-policy time embedding (`time_embedding`), a
+proprio token in the LLM prompt (`proprio_token`, filled by `proprio_projector`) and suffix
+positions starting at the padded prompt length (`suffix_position_start`). At an exit after
 LLM layer L the expert is truncated to layers 0..L (A1 sets num_hidden_layers =
 len(past_key_values)). Time: noise at t = 1, data at t = 0, Gaussian noise, v = noise - a.
 """
@@ -54,6 +55,7 @@ class FlowExpertHead(nn.Module):
         self.action_out = MLPResNet(h.hidden_size, h.hidden_size, cfg.action_dim,
                                     h.resnet_blocks)
         self.causal_suffix = h.causal_suffix
+        self.suffix_position_start = h.suffix_position_start
         self.time_embedding = (diffusion_policy_sincos if h.time_embedding == 'diffusion_policy'
                                else posemb_sincos)
         if h.proprio_token:
@@ -79,7 +81,10 @@ class FlowExpertHead(nn.Module):
         """Expert layers start .. start + len(kvs) - 1, each over its LLM layer's K, V."""
         b, n, _ = suffix.shape
         prefix_len = key_mask.shape[1]
-        positions = prefix_len + torch.arange(n, device=suffix.device)[None].expand(b, n)
+        # A1 pads its prompt to a fixed length, masked out, so its suffix positions start
+        # there (`suffix_position_start`); ours start right after the prefix.
+        first = self.suffix_position_start or prefix_len
+        positions = first + torch.arange(n, device=suffix.device)[None].expand(b, n)
         cos, sin = self.rotary_emb(suffix, positions)
         prefix_bias = (1.0 - key_mask.to(suffix.dtype))[:, None, None, :] * NEG
         own = torch.zeros(n, n, dtype=suffix.dtype)
