@@ -259,10 +259,12 @@ def test_a_mis_shaped_vision_tensor_is_an_error_naming_the_key_and_both_shapes(t
     assert not (tmp_path / 'ckpt').exists()
 
 
-def test_multi_crop_checkpoints_are_refused_with_the_reason(tmp_path):
-    src = build_checkpoint(tmp_path / 'published', {'crop_mode': 'overlap-and-resize-c2',
+def test_crop_modes_upstream_does_not_implement_are_refused_with_the_reason(tmp_path):
+    # ModelConfig's default, which A1's MultiModalPreprocessor raises NotImplementedError on
+    src = build_checkpoint(tmp_path / 'published', {'crop_mode': 'patchify-v2-and-resize-c2',
                                                     'max_crops': 4})
-    with pytest.raises(ConvertError, match='only a single resize crop per camera is supported'):
+    with pytest.raises(ConvertError, match=r"crop_mode = 'patchify-v2-and-resize-c2' "
+                       r"\(max_crops 4\): only \('resize', 'overlap-and-resize-c2'\) convert"):
         convert_checkpoint(src, tmp_path / 'ckpt', 'a1', progress=False)
 
 

@@ -25,6 +25,8 @@ TEXT_PADDING = ('right', 'left')
 POSITIONS = ('mask', 'arange')
 TIME_EMBEDDINGS = ('posemb_sincos', 'diffusion_policy')
 IMAGE_MERGES = ('replace', 'add')
+# molmo_clip: A1's MultiModalPreprocessor crop modes (a1/data/model_preprocessor.py)
+CROP_MODES = ('resize', 'overlap-and-resize-c2')
 
 
 def _check(cond: bool, cls: str, name: str, value: Any, allowed: str) -> None:
@@ -99,12 +101,21 @@ class VisionConfig:
     # concatenated ViT features of patches that are all padding (row 0) or partly padding
     # (row 1); the vision graph then takes each camera's per-patch image fraction as input.
     pad_embed: bool = False
+    # molmo_clip: A1's crop mode. 'resize': one image block per camera (ours). 'overlap-and-
+    # resize-c2': upstream fixes its tiling at 1 x 1, so each camera gives the global resized
+    # image, then one crop that is the same resized image, as two image blocks; the crop's
+    # image_masks are upstream's -1 fill (see MolmoClipEncoder).
+    crop_mode: str = 'resize'
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(self.kind in VISION_KINDS, n, 'kind', self.kind, f'one of {VISION_KINDS}')
         _check(not self.pad_embed or self.kind == 'molmo_clip', n, 'pad_embed', self.pad_embed,
                "only the molmo_clip connector has a padding embedding")
+        _check(self.crop_mode in CROP_MODES, n, 'crop_mode', self.crop_mode,
+               f'one of {CROP_MODES}')
+        _check(self.crop_mode == 'resize' or self.kind == 'molmo_clip', n, 'crop_mode',
+               self.crop_mode, "'resize' unless the connector is molmo_clip")
         if self.kind == 'none':
             return
         _check(self.image_size % self.patch_size == 0, n, 'image_size', self.image_size,
@@ -128,7 +139,13 @@ class VisionConfig:
         return self.image_size // self.patch_size
 
     @property
+    def blocks_per_camera(self) -> int:
+        """Image blocks (of `tokens_per_image` visual tokens each) one camera gives."""
+        return 2 if self.crop_mode == 'overlap-and-resize-c2' else 1
+
+    @property
     def tokens_per_image(self) -> int:
+        """Visual tokens per image block."""
         if self.kind == 'none':
             return 0
         if self.kind == 'internvit':
@@ -212,9 +229,10 @@ class VLAConfig:
     query_token_id: int = 5  # VLA-Adapter action queries
     action_token_id: int = 6  # EdgeVLA / A1-regression action positions
     proprio_token_id: int = 7  # A1-regression proprio slot
-    # Literal token runs of an upstream prompt, one before each camera's image tokens and one
-    # after the last (before the text), e.g. Evo-1's `Image-i: <img>` ... `</img>` blocks or
-    # A1's BOS. () = our layout (images, then text).
+    # Literal token runs of an upstream prompt, one before each image block (each camera's
+    # `vision.blocks_per_camera` of them, in camera order) and one after the last (before the
+    # text), e.g. Evo-1's `Image-i: <img>` ... `</img>` blocks or A1's BOS and <im_start> /
+    # <im_end>. () = our layout (images, then text).
     prompt_blocks: tuple[tuple[int, ...], ...] = ()
     # Molmo's image block: each row of visual tokens is followed by this token (<im_col>);
     # -1: the visual tokens form one plain run (ours).
@@ -237,8 +255,10 @@ class VLAConfig:
         _check((len(self.cameras) == 0) == no_vision and len(set(self.cameras)) == len(
             self.cameras), n, 'cameras', self.cameras, 'needs distinct names, none exactly when '
                "vision.kind is 'none'")
-        _check(not self.prompt_blocks or len(self.prompt_blocks) == len(self.cameras) + 1, n,
-               'prompt_blocks', self.prompt_blocks, 'one run per camera plus one after the last')
+        n_blocks = len(self.cameras) * self.vision.blocks_per_camera
+        _check(not self.prompt_blocks or len(self.prompt_blocks) == n_blocks + 1, n,
+               'prompt_blocks', self.prompt_blocks, f'one run before each of the {n_blocks} '
+               'image blocks plus one after the last')
         _check(self.image_merge in IMAGE_MERGES, n, 'image_merge', self.image_merge,
                f'one of {IMAGE_MERGES}')
         _check(self.image_col_token_id < 0 or self.vision.tokens_per_image

@@ -12,7 +12,8 @@
 - molmo_clip (A1 / Molmo): `image_vit` (CLIP ViT), two hidden layers concatenated, 2x2
   `image_pooling_2d` attention with the mean of the four patches as query, `image_projector`
   (SwiGLU MLP); optionally Molmo's `pad_embed`, added by each patch's padding fraction (the
-  vision graph then takes per-patch image fractions beside the pixels).
+  vision graph then takes per-patch image fractions beside the pixels); with A1's
+  overlap-and-resize-c2 crop mode, two image blocks per camera from one ViT pass.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class MolmoClipEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor, patch_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """(N, 3, H, W) [, (N, grid * grid) image fraction per patch] -> (N, T, D)."""
+        """(N, 3, H, W) [, (N, grid * grid) image fraction per patch] -> (N, blocks * T, D),
+        blocks = `blocks_per_camera` image blocks per image (global first, then the crop)."""
         out = self.image_vit(pixel_values=pixels, output_hidden_states=True)
         x = torch.cat([out.hidden_states[i] for i in self.cfg.feature_layers], -1)[:, 1:]
         if self.pad_embed is not None:
@@ -160,13 +162,24 @@ class MolmoClipEncoder(nn.Module):
             # it is part padding, added before pooling (so the mean query sees it too).
             all_pad = (patch_mask == 0).to(x.dtype)[..., None]
             partial = ((patch_mask > 0) & (patch_mask < 1)).to(x.dtype)[..., None]
-            x = x + self.pad_embed[0] * all_pad + self.pad_embed[1] * partial
-        n, g, c = x.shape[0], self.cfg.grid, x.shape[-1]
-        x = x.reshape(n, g // 2, 2, g // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
-        x = self.image_pooling_2d(x.reshape(-1, 4, c)).reshape(n, (g // 2) ** 2, -1)
+            padded = x + self.pad_embed[0] * all_pad + self.pad_embed[1] * partial
+        else:
+            padded = x
+        n, blocks = x.shape[0], self.cfg.blocks_per_camera
+        if blocks == 2:
+            # overlap-and-resize-c2 with upstream's fixed 1 x 1 tiling: the crop is the global
+            # resize again (same size, same pixels), so one ViT pass serves both. Upstream pads
+            # the crop's image_masks with -1, which its partial-padding test (< 1 and != 0)
+            # counts on every patch: the crop gets pad_embed row 1 everywhere.
+            crop = x + self.pad_embed[1] if self.pad_embed is not None else x
+            padded = torch.stack([padded, crop], dim=1).flatten(0, 1)  # (N * 2, P, C)
+        m, g, c = padded.shape[0], self.cfg.grid, padded.shape[-1]
+        x = padded.reshape(m, g // 2, 2, g // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
+        x = self.image_pooling_2d(x.reshape(-1, 4, c)).reshape(m, (g // 2) ** 2, -1)
         p = self.image_projector
         # Molmo's ImageProjectorMLP with llama_swiglu: w2(silu(w1 x) * w3 x)
-        return p.w2(F.silu(p.w1(x)) * p.w3(x))
+        x = p.w2(F.silu(p.w1(x)) * p.w3(x))
+        return x.reshape(n, blocks * x.shape[1], x.shape[2])
 
 
 def build_vision(cfg: VisionConfig, lm_width: int, family: str) -> nn.Module | None:

@@ -8,7 +8,8 @@ which is what lets our own models and fine-tuned ones use early exit.
 Prompt layout (one static sequence, so graph shapes are fixed): per family, a list of items
 - tokens: literal ids (BOS, EOS, VLA-Adapter's action queries, EdgeVLA's action positions,
   A1's proprio slot and action tokens), text: the instruction padded to `text_len`, image: the
-  placeholder tokens of one camera, replaced by its visual tokens in the embedding (or, with
+  placeholder tokens of one image block (one per camera; A1's overlap-and-resize-c2: two,
+  the global image then its crop), replaced by its visual tokens in the embedding (or, with
   `image_merge='add'`, added to them, as Molmo does). With `image_col_token_id`, each row of
   an image's placeholders ends with that token (Molmo's <im_col>), which keeps its embedding.
 """
@@ -44,7 +45,7 @@ class Span:
 class Layout:
     items: tuple[dict, ...]
     length: int
-    images: tuple[Span, ...]  # per camera, in camera order
+    images: tuple[Span, ...]  # per image block: cameras in order, each camera's blocks
     text: Span
     queries: Span | None = None  # VLA-Adapter
     actions: Span | None = None  # EdgeVLA / A1 regression
@@ -69,13 +70,17 @@ def build_layout(cfg: VLAConfig) -> Layout:
     if prismatic:
         add({'kind': 'tokens', 'ids': [cfg.bos_id]}, 1)
     blocks = cfg.prompt_blocks
-    for i, cam in enumerate(cfg.cameras):
-        if blocks and blocks[i]:
-            add({'kind': 'tokens', 'ids': list(blocks[i])}, len(blocks[i]))
-        item = {'kind': 'image', 'camera': cam, 'id': cfg.image_token_id, 'count': n_img}
-        if cfg.image_col_token_id >= 0:
-            item.update(cols=cfg.image_row_len, col_id=cfg.image_col_token_id)
-        add(item, len(image_run(item)), f'image:{cam}')
+    image_keys = []
+    for cam in cfg.cameras:  # each camera's blocks in a row (A1: global image, then crop)
+        for b in range(cfg.vision.blocks_per_camera):
+            k = len(image_keys)
+            if blocks and blocks[k]:
+                add({'kind': 'tokens', 'ids': list(blocks[k])}, len(blocks[k]))
+            item = {'kind': 'image', 'camera': cam, 'id': cfg.image_token_id, 'count': n_img}
+            if cfg.image_col_token_id >= 0:
+                item.update(cols=cfg.image_row_len, col_id=cfg.image_col_token_id)
+            image_keys.append(f'image:{cam}' + (f':{b}' if b else ''))
+            add(item, len(image_run(item)), image_keys[-1])
     if blocks and blocks[-1]:
         add({'kind': 'tokens', 'ids': list(blocks[-1])}, len(blocks[-1]))
     add({'kind': 'text'}, cfg.text_len, 'text')
@@ -98,7 +103,7 @@ def build_layout(cfg: VLAConfig) -> Layout:
     actions = spans.get('actions')
     blocked = (actions.start, actions.end + 1) if cfg.family == 'edgevla' else None
     return Layout(items=tuple(items), length=pos,
-                  images=tuple(spans[f'image:{c}'] for c in cfg.cameras), text=spans['text'],
+                  images=tuple(spans[k] for k in image_keys), text=spans['text'],
                   queries=spans.get('queries'), actions=actions, proprio=proprio,
                   blocked_keys=blocked)
 
@@ -148,7 +153,8 @@ class VLA(nn.Module):
     def encode_images(self, images: list[torch.Tensor],
                       patch_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """One (B, C, H, W) tensor per camera [and, with `vision.pad_embed`, one (B, grid *
-        grid) image fraction per patch] -> (B, cameras * tokens, D)."""
+        grid) image fraction per patch] -> (B, cameras * blocks_per_camera * tokens, D), in
+        the layout's order of image blocks."""
         if self.vision is None:
             return torch.zeros(1, 0, self.cfg.lm.hidden_size)
         b = images[0].shape[0]

@@ -16,11 +16,14 @@ With a `vision_backbone` (a1_vision.py): the CLIP ViT, `vit_layers` concatenated
 by each patch's padding fraction, mean-query 2x2 attention pooling and the SwiGLU projector at
 the published shapes; per camera, right after BOS, `<im_start>` + rows of `<im_patch>` closed
 by `<im_col>` + `<im_end>`, the features added to the `<im_patch>` embeddings; each camera
-resized and padded as upstream's "resize" crop mode (the `resize_pad` step, whose per-patch
-image fraction feeds the vision graph). Refused with the reason: other crop modes (multi-crop
-"overlap-and-resize": only a single resize crop per camera converts), other ViTs, poolings,
-projectors and padding embeddings, and the l1_regression variant. A `mask` in the statistics
-becomes lo = -1, hi = 1 on the unmasked entries (identity there), until manifests carry masks.
+resized and padded as upstream's resize_and_pad (the `resize_pad` step, whose per-patch image
+fraction feeds the vision graph). crop_mode "resize": one such block per camera;
+"overlap-and-resize-c2" (the released LIBERO-exit checkpoint): two, the global image then
+upstream's single crop (its tiling is fixed at 1 x 1: the same pixels, every patch marked part
+padding), from one ViT pass. Refused with the reason: the crop modes A1 does not implement,
+other ViTs, poolings, projectors and padding embeddings, and the l1_regression variant.
+A `mask` in the statistics becomes lo = -1, hi = 1 on the unmasked entries (identity there),
+until manifests carry masks.
 
 Optional `vla_ros_convert.json` beside the checkpoint sets what the checkpoint files do not
 say: {"template": str, "lowercase": bool, "text_len": int, "exit_interval": int,

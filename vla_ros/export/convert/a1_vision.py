@@ -10,8 +10,17 @@ images right after BOS and before the text, and the features are added to the `<
 embeddings. Preprocessing ("resize" crop mode): aspect-preserving torch bilinear resize with
 antialias into the square input, centred on `pad_value` before the OpenAI-CLIP normalization.
 
-Only a single resize crop per camera converts; other crop modes, ViTs, poolings, projectors
-and padding embeddings are refused with their name.
+"overlap-and-resize-c2" (the released LIBERO-exit checkpoint's mode): upstream computes a
+tiling from max_crops, then overrides it with (1, 1), so the overlap margins cancel and its one
+crop is resize_and_pad into the full input size, the very pixels of the global image. Each
+image gives two blocks, global first: `<im_start>` rows `<im_end>` `<im_start>` rows
+`<im_end>`, both 12 x 12 with `<im_col>` (the same pooling). image_masks: the global image
+gets the crop's per-patch fraction (the same geometry); the crop gets upstream's -1 fill, which
+pad_and_partial_pad counts as partial padding on every patch. Our encoder runs the ViT once per
+camera and pools both blocks; the camera step is the same resize_pad.
+
+Other crop modes (A1 implements no others), ViTs, poolings, projectors and padding embeddings
+are refused with their name.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ UP = 'vision_backbone.'
 OURS = 'vision.'
 VIT = 'vision.image_vit.'  # transformers' CLIPVisionModel
 MARKERS = ('<im_start>', '<im_end>', '<im_patch>', '<im_col>')
+CROP_MODES = ('resize', 'overlap-and-resize-c2')
 # ViT block parts: upstream name -> transformers' CLIPEncoderLayer name
 BLOCK = {'attention.wq': 'self_attn.q_proj', 'attention.wk': 'self_attn.k_proj',
          'attention.wv': 'self_attn.v_proj', 'attention.wo': 'self_attn.out_proj',
@@ -41,10 +51,18 @@ def check(mc: dict) -> dict:
     """The upstream vision settings, after refusing what our encoder does not compute."""
     vb = mc['vision_backbone']
     crop = mc.get('crop_mode')
-    if crop != 'resize':
-        raise ConvertError(f'A1 crop_mode = {crop!r} (max_crops {mc.get("max_crops")}): only a '
-                           'single resize crop per camera is supported (crop_mode "resize"); '
-                           'multi-crop tiling such as "overlap-and-resize" is not converted')
+    if crop not in CROP_MODES:
+        raise ConvertError(f'A1 crop_mode = {crop!r} (max_crops {mc.get("max_crops")}): only '
+                           f'{CROP_MODES} convert, the modes A1\'s MultiModalPreprocessor '
+                           'implements (it raises NotImplementedError on the others)')
+    if crop == 'overlap-and-resize-c2':
+        margins = tuple(mc.get('overlap_margins', (4, 4)))
+        # Upstream asserts these before cropping; its tiling is fixed at 1 x 1, so margins and
+        # max_crops change nothing else (the crop is resized to the full input size).
+        _require(len(margins) == 2 and all(int(m) % 2 == 0 for m in margins),
+                 'overlap_margins', margins, 'two multiples of the 2x2 pooling')
+        _require(int(mc.get('max_crops', 1)) >= 1, 'max_crops', mc.get('max_crops'),
+                 'at least 1 (upstream picks a tiling among max_crops before fixing 1 x 1)')
     _require(vb.get('image_model_type', 'openai') == 'openai', 'vision_backbone.'
              'image_model_type', vb.get('image_model_type'), "the OpenAI CLIP ViT ('openai')")
     _require(str(mc.get('image_pooling_2d')).replace('-', '_') == 'attention_meanq',
@@ -104,9 +122,11 @@ def vision_config(mc: dict, tok, cameras: tuple[str, ...], bos: int) -> dict:
                           num_layers=n_layers, num_heads=int(vb['image_num_heads']),
                           intermediate_size=int(vb['image_mlp_dim']), feature_layers=layers,
                           pool_dim=width, projector_hidden=mlp_hidden // 2,
-                          pad_embed=mc.get('image_padding_embed') == 'pad_and_partial_pad')
+                          pad_embed=mc.get('image_padding_embed') == 'pad_and_partial_pad',
+                          crop_mode=mc['crop_mode'])
     start, end = ids['<im_start>'], ids['<im_end>']
-    blocks = ((bos, start),) + ((end, start),) * (len(cameras) - 1) + ((end,),)
+    n_blocks = len(cameras) * vision.blocks_per_camera  # each <im_start> ... <im_end>
+    blocks = ((bos, start),) + ((end, start),) * (n_blocks - 1) + ((end,),)
     cols = ids['<im_col>'] if mc.get('use_col_tokens', True) else -1
     return dict(vision=vision, cameras=tuple(cameras), image_token_id=ids['<im_patch>'],
                 image_col_token_id=cols, image_merge='add', prompt_blocks=blocks)

@@ -161,7 +161,9 @@ class PromptSpec:
     truncated or padded to `max_length` (padding is masked); {"kind": "image", "camera": c,
     "id": i, "count": n[, "cols": k, "col_id": j]} n placeholder tokens replaced by (or added
     to) camera c's visual tokens, with token j after every k of them when given (Molmo's rows);
-    {"kind": "tokens", "ids": [...], "repeat": r} literal ids (BOS, EOS, action queries...).
+    a camera may own several image items in a row (A1's global image, then its crop), filled in
+    the order of the vision graph's tokens; {"kind": "tokens", "ids": [...], "repeat": r}
+    literal ids (BOS, EOS, action queries...).
     """
 
     tokenizer_file: str
