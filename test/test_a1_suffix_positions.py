@@ -56,3 +56,13 @@ def test_the_padded_length_comes_from_config_yaml_or_the_convert_options(tmp_pat
     (tmp_path / 'config.yaml').unlink()
     (tmp_path / 'model.yaml').write_text('d_model: 8\n')  # the model section alone
     assert sequence_length(tmp_path, {}) == 0
+
+
+def test_first_camera_indexing_needs_added_features_and_names_the_field():
+    import pytest
+
+    with pytest.raises(ValueError, match='image_index'):
+        VLAConfig.tiny('a1', image_index='first')  # features replace the placeholders there
+    with pytest.raises(ValueError, match='image_index'):
+        VLAConfig.tiny('a1', image_index='mine')
+    assert VLAConfig.tiny('a1', image_index='first', image_merge='add').image_index == 'first'

@@ -234,8 +234,18 @@ def test_image_features_are_added_to_the_im_patch_embeddings_of_molmo_image_bloc
         h = model.embed(torch.from_numpy(ids), vis, torch.zeros(1, model.cfg.state_dim))
     table = torch.cat([up['transformer.wte.embedding'], up['transformer.wte.new_embedding']])
     ref = table[torch.tensor(ref_ids)]
-    ref[patch_pos] += vis[0]  # Molmo.forward: x[batch_idx, image_input_idx] += features
+    # MultiModalPreprocessor.__call__ offsets every image's image_input_idx by the position
+    # of its <|image|> token, 0 where the prompt has none: both images index the first
+    # image's block. Molmo.forward then does x[batch_idx, image_input_idx] += features, an
+    # index_put whose repeated indices keep the last image's value (on the CPU).
+    per = len(patch_pos) // 2
+    idx = torch.tensor(patch_pos[:per] * 2)
+    ref[idx] += vis[0]
     assert torch.allclose(h[0, kept], ref, atol=1e-6)
+    first, second = patch_pos[:per], patch_pos[per:]
+    assert torch.allclose(h[0, kept][first], table[torch.tensor(ref_ids)][first] + vis[0, per:],
+                          atol=1e-6)  # the last camera's features, in the first's block
+    assert torch.equal(h[0, kept][second], table[torch.tensor(ref_ids)][second])  # bare
 
 
 def test_pooling_projector_and_pad_embed_keep_the_published_shapes(converted):

@@ -25,6 +25,7 @@ TEXT_PADDING = ('right', 'left')
 POSITIONS = ('mask', 'arange')
 TIME_EMBEDDINGS = ('posemb_sincos', 'diffusion_policy')
 IMAGE_MERGES = ('replace', 'add')
+IMAGE_INDEXES = ('own', 'first')
 # molmo_clip: A1's MultiModalPreprocessor crop modes (a1/data/model_preprocessor.py)
 CROP_MODES = ('resize', 'overlap-and-resize-c2')
 
@@ -240,6 +241,12 @@ class VLAConfig:
     # How visual tokens enter the embedding: 'replace' the placeholder embeddings (ours) or
     # 'add' to them (Molmo / A1 add the features to the <im_patch> embeddings).
     image_merge: str = 'replace'
+    # Which blocks a camera's features land in: 'own' (ours) or 'first': A1's preprocessor,
+    # whose prompt has no <|image|> token, offsets every image's feature indices by 0, so each
+    # camera's block j is written into the first camera's block j; with repeated indices the
+    # last camera's write lands (index_put on the CPU; undefined order on CUDA), and the later
+    # cameras' blocks keep their bare <im_patch> embeddings. A1 checkpoints were trained so.
+    image_index: str = 'own'
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -261,6 +268,10 @@ class VLAConfig:
                'image blocks plus one after the last')
         _check(self.image_merge in IMAGE_MERGES, n, 'image_merge', self.image_merge,
                f'one of {IMAGE_MERGES}')
+        _check(self.image_index in IMAGE_INDEXES and (self.image_index == 'own'
+                                                      or self.image_merge == 'add'), n,
+               'image_index', self.image_index, f"one of {IMAGE_INDEXES}; 'first' needs "
+               "image_merge='add'")
         _check(self.image_col_token_id < 0 or self.vision.tokens_per_image
                == self.image_row_len ** 2, n, 'image_col_token_id', self.image_col_token_id,
                'row markers need a square grid of visual tokens')

@@ -176,9 +176,16 @@ class VLA(nn.Module):
         replacements: list[tuple[Span, torch.Tensor]] = []
         n = self.cfg.vision.tokens_per_image
         add = self.cfg.image_merge == 'add'
+        per_cam = self.cfg.vision.blocks_per_camera
+        last_cam = len(lay.images) // per_cam - 1
         for i, span in enumerate(lay.images):
+            src = i
+            if self.cfg.image_index == 'first':  # A1: every camera into the first's blocks
+                if i >= per_cam:
+                    continue  # a later camera's block keeps its bare <im_patch> embeddings
+                src = last_cam * per_cam + i  # the last camera's write lands
             for run, first in image_rows(span, self.cfg):
-                tokens = vision_tokens[:, i * n + first:i * n + first + run.length]
+                tokens = vision_tokens[:, src * n + first:src * n + first + run.length]
                 if add:
                     tokens = h[:, run.start:run.end] + tokens.to(h.dtype)
                 replacements.append((run, tokens))

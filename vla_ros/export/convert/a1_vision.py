@@ -129,7 +129,8 @@ def vision_config(mc: dict, tok, cameras: tuple[str, ...], bos: int) -> dict:
     blocks = ((bos, start),) + ((end, start),) * (n_blocks - 1) + ((end,),)
     cols = ids['<im_col>'] if mc.get('use_col_tokens', True) else -1
     return dict(vision=vision, cameras=tuple(cameras), image_token_id=ids['<im_patch>'],
-                image_col_token_id=cols, image_merge='add', prompt_blocks=blocks)
+                image_col_token_id=cols, image_merge='add', image_index='first',
+                prompt_blocks=blocks)
 
 
 def camera_spec(cfg, mc: dict) -> dict:
