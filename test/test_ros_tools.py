@@ -76,6 +76,10 @@ def _ros2(ws: Path, *args: str, ok=None, attempts: int = 3,
     lost in discovery (ros2cli waits there without a timeout): a user runs the command again,
     and so does this. A wrong answer repeated every time still fails the caller's assertion."""
     result = subprocess.CompletedProcess(args, -1, '', '')
+    if args[0] in ('lifecycle', 'param'):
+        # Each call discovers the graph itself for a fixed time (a documented ros2 option)
+        # rather than through the daemon, whose graph lagged or hung on this loaded machine.
+        args = (*args[:2], '--no-daemon', '--spin-time', '5', *args[2:])
     for _ in range(attempts):
         try:
             result = subprocess.run(_shell(ws, 'ros2 ' + ' '.join(args)), capture_output=True,
