@@ -16,6 +16,7 @@ from test_convert_a1_vision import (
     OPTIONS,
     PATCH,
     SIZE,
+    assert_package_action_matches_torch,
     build_checkpoint,
     upstream_image_features,
 )
@@ -212,19 +213,7 @@ def test_exported_package_computes_both_blocks_per_camera_through_the_runtime(co
         1, 2 * TOKENS, -1) for im in images], 1)
     np.testing.assert_allclose(tokens, ref.numpy(), rtol=1e-4, atol=1e-4)
 
-    noise = np.random.default_rng(1).standard_normal((model.cfg.chunk_len,
-                                                      model.cfg.action_dim)).astype(np.float32)
-    run = policy.pipeline.start(inputs)
-    run.advance_to(len(run.p.exits) - 1)
-    ours = run.action(noise, num_steps=3)
-    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (('ids', inputs.input_ids),
-                                                         ('mask', inputs.attention_mask),
-                                                         ('state', inputs.state))}
-    want = model.actions_at_exits(
-        [torch.from_numpy(inputs.images[c]) for c in model.cfg.cameras], t['ids'], t['mask'],
-        t['state'], torch.from_numpy(noise)[None], num_steps=3,
-        patch_masks=[torch.from_numpy(inputs.patch_masks[c]) for c in model.cfg.cameras])
-    np.testing.assert_allclose(ours, want[model.cfg.exits[-1]][0].numpy(), atol=1e-4)
+    assert_package_action_matches_torch(policy, inputs, model)
 
 
 @pytest.mark.parametrize('overrides, match', [

@@ -175,6 +175,24 @@ def upstream_prompt(tok, instruction: str, n_images: int) -> tuple[list[int], li
     return ids, [i for i, t in enumerate(ids) if t == tok.token_to_id('<im_patch>')]
 
 
+def assert_package_action_matches_torch(policy, inputs, model) -> None:
+    """The exported package's last-exit action (ORT, 3 flow steps, fixed noise) against the
+    torch model's on the same prepared inputs."""
+    noise = np.random.default_rng(1).standard_normal((model.cfg.chunk_len,
+                                                      model.cfg.action_dim)).astype(np.float32)
+    run = policy.pipeline.start(inputs)
+    run.advance_to(len(run.p.exits) - 1)
+    ours = run.action(noise, num_steps=3)
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (('ids', inputs.input_ids),
+                                                         ('mask', inputs.attention_mask),
+                                                         ('state', inputs.state))}
+    want = model.actions_at_exits(
+        [torch.from_numpy(inputs.images[c]) for c in model.cfg.cameras], t['ids'], t['mask'],
+        t['state'], torch.from_numpy(noise)[None], num_steps=3,
+        patch_masks=[torch.from_numpy(inputs.patch_masks[c]) for c in model.cfg.cameras])
+    np.testing.assert_allclose(ours, want[model.cfg.exits[-1]][0].numpy(), atol=1e-4)
+
+
 # --- tests --------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
@@ -353,19 +371,7 @@ def test_exported_package_feeds_patch_masks_and_matches_upstream_and_torch(conve
                      for im in images], 1)
     np.testing.assert_allclose(tokens, ref.numpy(), rtol=1e-4, atol=1e-4)
 
-    noise = np.random.default_rng(1).standard_normal((model.cfg.chunk_len,
-                                                      model.cfg.action_dim)).astype(np.float32)
-    run = policy.pipeline.start(inputs)
-    run.advance_to(len(run.p.exits) - 1)
-    ours = run.action(noise, num_steps=3)
-    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (('ids', inputs.input_ids),
-                                                         ('mask', inputs.attention_mask),
-                                                         ('state', inputs.state))}
-    want = model.actions_at_exits(
-        [torch.from_numpy(inputs.images[c]) for c in model.cfg.cameras], t['ids'], t['mask'],
-        t['state'], torch.from_numpy(noise)[None], num_steps=3,
-        patch_masks=[torch.from_numpy(inputs.patch_masks[c]) for c in model.cfg.cameras])
-    np.testing.assert_allclose(ours, want[model.cfg.exits[-1]][0].numpy(), atol=1e-4)
+    assert_package_action_matches_torch(policy, inputs, model)
 
 
 def test_manifest_takes_resize_pad_only_as_the_last_step_at_the_camera_size():
