@@ -8,17 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from test_convert_a1_vision import (
-    CLIP_MEAN,
-    CLIP_STD,
     OPTIONS,
     PATCH,
     SIZE,
     assert_package_action_matches_torch,
     build_checkpoint,
+    exported_vision,
     upstream_image_features,
+    upstream_resize_and_pad,
 )
 
 from vla_ros.export.checkpoint import load_checkpoint
@@ -37,22 +36,6 @@ INSTRUCTION = 'Put the bowl on the plate'
 
 # --- upstream, restated -------------------------------------------------------------------
 
-def _resize_and_pad(image: np.ndarray, height: int, width: int):
-    """resize_and_pad('torch-bilinear', pad_value 0), then _normalize('openai'):
-    (pixels (height, width, 3), image mask (height, width))."""
-    h, w = image.shape[:2]
-    scale = min(np.float32(height) / np.float32(h), np.float32(width) / np.float32(w))
-    sh, sw = int(np.float32(h) * scale), int(np.float32(w) * scale)
-    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
-    x = F.interpolate(x[None], size=(sh, sw), mode='bilinear', align_corners=False,
-                      antialias=True)[0].clip(0.0, 1.0).permute(1, 2, 0)
-    top, left = (height - sh) // 2, (width - sw) // 2
-    out, mask = torch.zeros(height, width, 3), torch.zeros(height, width)
-    out[top:top + sh, left:left + sw] = x
-    mask[top:top + sh, left:left + sw] = 1.0
-    return (out - CLIP_MEAN) / CLIP_STD, mask
-
-
 def _patches(x: torch.Tensor) -> torch.Tensor:
     """(S, S, C) -> (P, PATCH * PATCH * C): row-major patches, (dy, dx, c) inside each."""
     g = x.shape[0] // PATCH
@@ -70,7 +53,7 @@ def upstream_crops(image: np.ndarray, tok, margins=(4, 4)):
     left, right = margins
     window = (GRID - left - right) * PATCH  # a crop less both margins, in pixels
     tiling = (1, 1)  # upstream overrides select_tiling's choice with this
-    src, mask = _resize_and_pad(image, tiling[0] * window + (left + right) * PATCH,
+    src, mask = upstream_resize_and_pad(image, tiling[0] * window + (left + right) * PATCH,
                                 tiling[1] * window + (left + right) * PATCH)
     tiles, tile_masks = [], []
     for i in range(tiling[0]):
@@ -80,7 +63,7 @@ def upstream_crops(image: np.ndarray, tok, margins=(4, 4)):
             tile_masks.append(_patches(mask[y0:y0 + SIZE, x0:x0 + SIZE, None]).mean(-1))
     # A single tile keeps all its patches (both its margins are image edges), so its patch
     # ordering is the identity, after the global image's.
-    glob, _ = _resize_and_pad(image, SIZE, SIZE)
+    glob, _ = upstream_resize_and_pad(image, SIZE, SIZE)
     crops = torch.stack([_patches(glob)] + tiles)
     # The tiles' masks padded with a row of -1 at the end (the global image has none of its own)
     masks = torch.cat([torch.stack(tile_masks), torch.full((1, GRID * GRID), -1.0)])
@@ -187,27 +170,11 @@ def test_features_of_both_blocks_are_added_at_upstreams_image_input_idx(tmp_path
 
 def test_exported_package_computes_both_blocks_per_camera_through_the_runtime(converted,
                                                                               tmp_path):
-    from vla_ros.export.exporter import export_package
-    from vla_ros.runtime.backends import load_backend
-    from vla_ros.runtime.package.loader import load_package
-    from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
-
     src, model, spec, tok = converted
-    export_package(model, tmp_path / 'pkg', spec, tok, jobs=1, progress=lambda _: None)
-    pkg = load_package(tmp_path / 'pkg')
+    images = _images()
+    pkg, policy, inputs, tokens = exported_vision(model, spec, tok, tmp_path, images)
     assert [it.get('camera') for it in pkg.manifest.prompt.layout if it['kind'] == 'image'] == [
         'front', 'front', 'wrist', 'wrist']
-    backend = load_backend(pkg)
-    policy = Policy(pkg, backend, PolicyConfig(mode='full'))
-    images = _images()
-    obs = Observation(images={c: (im, 'rgb8') for c, im in zip(model.cfg.cameras, images,
-                                                               strict=True)},
-                      state=np.zeros(pkg.manifest.state.dim), instruction='Open the drawer',
-                      stamp_s=0.0)
-    inputs = policy.prepare(obs)
-    feeds = {f'image.{c}': a for c, a in inputs.images.items()}
-    feeds.update({f'patch_mask.{c}': m for c, m in inputs.patch_masks.items()})
-    tokens = backend.to_host(backend.run('vision', feeds)['vision_tokens'])
     up = load_file(str(src / 'model.safetensors'))
     ref = torch.cat([upstream_image_features(up, *upstream_crops(im, tok)[:2]).reshape(
         1, 2 * TOKENS, -1) for im in images], 1)

@@ -96,21 +96,26 @@ CLIP_MEAN = torch.tensor(OPENAI_CLIP.mean)
 CLIP_STD = torch.tensor(OPENAI_CLIP.std)
 
 
-def upstream_preprocess(image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """resize_and_pad('torch-bilinear', pad_value 0) + _normalize('openai') +
-    pixels_to_patches -> (patches (P, ps*ps*3), image fraction per patch (P,))."""
+def upstream_resize_and_pad(image: np.ndarray, height: int, width: int):
+    """resize_and_pad('torch-bilinear', pad_value 0), then _normalize('openai'):
+    (pixels (height, width, 3), image mask (height, width))."""
     h, w = image.shape[:2]
-    scale = min(np.float32(SIZE) / np.float32(h), np.float32(SIZE) / np.float32(w))
+    scale = min(np.float32(height) / np.float32(h), np.float32(width) / np.float32(w))
     sh, sw = int(np.float32(h) * scale), int(np.float32(w) * scale)
     x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
     x = F.interpolate(x[None], size=(sh, sw), mode='bilinear', align_corners=False,
                       antialias=True)[0].clip(0.0, 1.0).permute(1, 2, 0)
-    top, left = (SIZE - sh) // 2, (SIZE - sw) // 2
-    padded = torch.zeros(SIZE, SIZE, 3)
-    padded[top:top + sh, left:left + sw] = x
-    mask = torch.zeros(SIZE, SIZE)
+    top, left = (height - sh) // 2, (width - sw) // 2
+    out, mask = torch.zeros(height, width, 3), torch.zeros(height, width)
+    out[top:top + sh, left:left + sw] = x
     mask[top:top + sh, left:left + sw] = 1.0
-    padded = (padded - CLIP_MEAN) / CLIP_STD  # padding is normalized too
+    return (out - CLIP_MEAN) / CLIP_STD, mask  # padding is normalized too
+
+
+def upstream_preprocess(image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """resize_and_pad + _normalize('openai') + pixels_to_patches -> (patches (P, ps*ps*3),
+    image fraction per patch (P,))."""
+    padded, mask = upstream_resize_and_pad(image, SIZE, SIZE)
     g = SIZE // PATCH
     patches = padded.reshape(g, PATCH, g, PATCH, 3).permute(0, 2, 1, 3, 4).reshape(g * g, -1)
     frac = mask.reshape(g, PATCH, g, PATCH).permute(0, 2, 1, 3).reshape(g * g, -1).mean(-1)
@@ -173,6 +178,30 @@ def upstream_prompt(tok, instruction: str, n_images: int) -> tuple[list[int], li
                       add_special_tokens=False).ids
     ids = [tok.token_to_id('<|endoftext|>')] + block * n_images + text
     return ids, [i for i, t in enumerate(ids) if t == tok.token_to_id('<im_patch>')]
+
+
+def exported_vision(model, spec, tok, tmp_path, images):
+    """The converted model exported to an ORT package, one observation of `images` prepared
+    by its runtime policy, and the vision graph's tokens for it: (package, policy, inputs,
+    tokens)."""
+    from vla_ros.export.exporter import export_package
+    from vla_ros.runtime.backends import load_backend
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
+
+    export_package(model, tmp_path / 'pkg', spec, tok, jobs=1, progress=lambda _: None)
+    pkg = load_package(tmp_path / 'pkg')
+    backend = load_backend(pkg)
+    policy = Policy(pkg, backend, PolicyConfig(mode='full'))
+    obs = Observation(images={c: (im, 'rgb8') for c, im in zip(model.cfg.cameras, images,
+                                                               strict=True)},
+                      state=np.zeros(pkg.manifest.state.dim), instruction='Open the drawer',
+                      stamp_s=0.0)
+    inputs = policy.prepare(obs)
+    feeds = {f'image.{c}': a for c, a in inputs.images.items()}
+    feeds.update({f'patch_mask.{c}': m for c, m in inputs.patch_masks.items()})
+    tokens = backend.to_host(backend.run('vision', feeds)['vision_tokens'])
+    return pkg, policy, inputs, tokens
 
 
 def assert_package_action_matches_torch(policy, inputs, model) -> None:
@@ -346,26 +375,11 @@ def test_models_without_molmo_options_keep_their_prompt_and_vision_inputs():
 
 def test_exported_package_feeds_patch_masks_and_matches_upstream_and_torch(converted,
                                                                             tmp_path):
-    from vla_ros.export.exporter import export_package
-    from vla_ros.runtime.backends import load_backend
-    from vla_ros.runtime.package.loader import load_package
-    from vla_ros.runtime.policy.policy import Observation, Policy, PolicyConfig
-
     src, model, spec, tok = converted
-    export_package(model, tmp_path / 'pkg', spec, tok, jobs=1, progress=lambda _: None)
-    pkg = load_package(tmp_path / 'pkg')  # the manifest round trip: steps, image rows
-    backend = load_backend(pkg)
-    policy = Policy(pkg, backend, PolicyConfig(mode='full'))
     images = _images()
-    obs = Observation(images={c: (im, 'rgb8') for c, im in zip(model.cfg.cameras, images,
-                                                               strict=True)},
-                      state=np.zeros(pkg.manifest.state.dim), instruction='Open the drawer',
-                      stamp_s=0.0)
-    inputs = policy.prepare(obs)
+    # the manifest round trip: steps, image rows
+    pkg, policy, inputs, tokens = exported_vision(model, spec, tok, tmp_path, images)
     assert sorted(inputs.patch_masks) == sorted(model.cfg.cameras)
-    feeds = {f'image.{c}': a for c, a in inputs.images.items()}
-    feeds.update({f'patch_mask.{c}': m for c, m in inputs.patch_masks.items()})
-    tokens = backend.to_host(backend.run('vision', feeds)['vision_tokens'])
     up = load_file(str(src / 'model.safetensors'))
     ref = torch.cat([upstream_image_features(up, *(t[None] for t in upstream_preprocess(im)))
                      for im in images], 1)
