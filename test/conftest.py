@@ -114,6 +114,14 @@ def manifest() -> dict:
 def exported(tmp_path_factory):
     """Every tiny family exported once per test session, with its checkpoint:
     name -> (model, package, checkpoint dir)."""
+    root = tmp_path_factory.mktemp('packages')
+    cache = os.environ.get('VLA_ROS_TEST_EXPORT_CACHE')
+    if cache:  # scripts/mutation.py: one export for every mutant's session
+        return _exported_from_cache(Path(cache), root)
+    return _export_tiny_families(root)
+
+
+def _export_tiny_families(root: Path) -> dict:
     import torch
     from families import EXPORT_LOG, WORDS, export_spec, tiny_configs
 
@@ -123,7 +131,6 @@ def exported(tmp_path_factory):
     from vla_ros.model.vla import VLA
 
     out = {}
-    root = tmp_path_factory.mktemp('packages')
     for name, cfg in tiny_configs().items():
         torch.manual_seed(0)
         model = VLA(cfg).eval()
@@ -133,6 +140,33 @@ def exported(tmp_path_factory):
                              progress=EXPORT_LOG.setdefault(name, []).append)
         ckpt = save_checkpoint(root / f'{name}-ckpt', model, spec, tok)
         out[name] = (model, pkg, ckpt)
+    return out
+
+
+def _exported_from_cache(cache: Path, root: Path) -> dict:
+    """`exported` from packages exported once into `cache` (on first use) and copied into this
+    session's `root`, so a test that writes into a package never alters the cache. For
+    mutation runs, where every mutant is a new session; the packages are then the export of
+    the code as it was before the mutation."""
+    import shutil
+
+    from families import tiny_configs
+
+    from vla_ros.export.checkpoint import load_checkpoint
+    from vla_ros.runtime.package.loader import load_package
+
+    names = list(tiny_configs())
+    if not (cache / 'complete').is_file():
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
+        _export_tiny_families(cache)
+        (cache / 'complete').write_text('\n'.join(names))
+    out = {}
+    for name in names:
+        for part in (name, f'{name}-ckpt'):
+            shutil.copytree(cache / part, root / part)
+        out[name] = (load_checkpoint(root / f'{name}-ckpt')[0].eval(),
+                     load_package(root / name), root / f'{name}-ckpt')
     return out
 
 
