@@ -35,7 +35,8 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                 'test/test_safety_regressions.py'), ''),
     'chunking': (('vla_ros/runtime/chunking/*',),
                  ('test/test_action_queue.py', 'test/test_scheduling.py',
-                  'test/test_chunk_timing.py', 'test/test_queue_bench.py'), ''),
+                  'test/test_chunk_timing.py', 'test/test_queue_bench.py',
+                  'test/test_chunking_rules.py'), ''),
     # Early exit's own tests (the rule, hand-worked) run per mutant; the ones that calibrate
     # an exported model are calibration's.
     'early_exit': (('vla_ros/runtime/policy/early_exit.py',), ('test/test_calibration.py',),
@@ -55,7 +56,6 @@ def _cfg_list(items) -> str:
 
 
 def prepare(name: str) -> Path:
-    files, tests, expr = MODULES[name]
     work = OUT / 'work' / name
     if work.exists():
         shutil.rmtree(work)
@@ -66,6 +66,12 @@ def prepare(name: str) -> Path:
             shutil.copytree(src, work / item, ignore=shutil.ignore_patterns('__pycache__'))
         else:
             shutil.copy2(src, work / item)
+    _write_config(name, work)
+    return work
+
+
+def _write_config(name: str, work: Path) -> None:
+    files, tests, expr = MODULES[name]
     args = ['-p', 'no:cacheprovider', '-q'] + (['-k', expr] if expr else [])
     (work / 'setup.cfg').write_text(
         '[mutmut]\nsource_paths = vla_ros\n'
@@ -73,7 +79,6 @@ def prepare(name: str) -> Path:
         f'also_copy ={_cfg_list(("models", "pytest.ini", "README.md", "package.xml"))}\n'
         f'pytest_add_cli_args_test_selection ={_cfg_list(tests)}\n'
         f'pytest_add_cli_args ={_cfg_list(args)}\n')
-    return work
 
 
 EXPORT_CACHE = OUT / 'export-cache'
@@ -135,6 +140,7 @@ def retest(name: str, children: int) -> dict:
     for dst in (work / 'test', work / 'mutants' / 'test'):
         shutil.rmtree(dst)
         shutil.copytree(ROOT / 'test', dst, ignore=shutil.ignore_patterns('__pycache__'))
+    _write_config(name, work)  # tests added to the module's list since the run take part
     log = OUT / f'{name}.log'
     survivors = _survivors(work)
     if survivors:
