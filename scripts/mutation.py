@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'out' / 'mutation'
 
-# module -> (files to mutate, tests that cover them, pytest -k expression or '')
+# module -> (files to mutate, tests that cover them (glob patterns), pytest -k expression or '')
 MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'safety': (('vla_ros/adapters/safety.py',),
                ('test/test_safety_states.py', 'test/test_safety_limits.py',
@@ -46,7 +46,7 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'preprocess': (('vla_ros/runtime/policy/preprocess.py',),
                    ('test/test_preprocess.py', 'test/test_policy.py'), ''),
     'package': (('vla_ros/runtime/package/*',),
-                ('test/test_package_format.py', 'test/test_trt_engine_keys.py'), ''),
+                ('test/test_package_*.py', 'test/test_trt_engine_keys.py'), ''),
 }
 COPY = ('vla_ros', 'test', 'models', 'pytest.ini', 'README.md', 'package.xml')
 
@@ -71,7 +71,8 @@ def prepare(name: str) -> Path:
 
 
 def _write_config(name: str, work: Path) -> None:
-    files, tests, expr = MODULES[name]
+    files, patterns, expr = MODULES[name]
+    tests = sorted({str(p.relative_to(ROOT)) for pat in patterns for p in ROOT.glob(pat)})
     args = ['-p', 'no:cacheprovider', '-q'] + (['-k', expr] if expr else [])
     (work / 'setup.cfg').write_text(
         '[mutmut]\nsource_paths = vla_ros\n'
