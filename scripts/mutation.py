@@ -108,7 +108,7 @@ def _survivors(work: Path) -> list[str]:
     results = subprocess.run([str(mutmut), 'results', '--all', 'true'], cwd=work, env=_env(),
                              capture_output=True, text=True).stdout
     return [line.split(':')[0].strip() for line in results.splitlines()
-            if line.strip().endswith(': survived')]
+            if line.strip().endswith((': survived', ': no tests'))]
 
 
 def _collect(name: str, work: Path, log: Path) -> dict:
