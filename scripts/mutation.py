@@ -82,14 +82,11 @@ def _write_config(name: str, work: Path) -> None:
         f'pytest_add_cli_args ={_cfg_list(args)}\n')
 
 
-EXPORT_CACHE = OUT / 'export-cache'
-
-
-def _env() -> dict:
+def _env(work: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # the mutants must win
-    # test/conftest.py's `exported`: the tiny families exported once (by the unmutated code,
-    # in mutmut's first, clean run), not once per mutant.
-    env['VLA_ROS_TEST_EXPORT_CACHE'] = str(EXPORT_CACHE)
+    # test/conftest.py's `exported`: the tiny families exported once per module run (by the
+    # unmutated code, in mutmut's first, clean run), not once per mutant.
+    env['VLA_ROS_TEST_EXPORT_CACHE'] = str(work / 'export-cache')
     return env
 
 
@@ -97,15 +94,15 @@ def _mutmut(work: Path, log: Path, args: list[str], children: int) -> None:
     mutmut = Path(sys.executable).parent / 'mutmut'
     with open(log, 'a') as f:
         subprocess.run(['nice', '-n', '10', str(mutmut), 'run', '--max-children',
-                        str(children), *args], cwd=work, env=_env(), stdout=f,
+                        str(children), *args], cwd=work, env=_env(work), stdout=f,
                        stderr=subprocess.STDOUT)
-        subprocess.run([str(mutmut), 'export-cicd-stats'], cwd=work, env=_env(), stdout=f,
+        subprocess.run([str(mutmut), 'export-cicd-stats'], cwd=work, env=_env(work), stdout=f,
                        stderr=subprocess.STDOUT)
 
 
 def _survivors(work: Path) -> list[str]:
     mutmut = Path(sys.executable).parent / 'mutmut'
-    results = subprocess.run([str(mutmut), 'results', '--all', 'true'], cwd=work, env=_env(),
+    results = subprocess.run([str(mutmut), 'results', '--all', 'true'], cwd=work, env=_env(work),
                              capture_output=True, text=True).stdout
     return [line.split(':')[0].strip() for line in results.splitlines()
             if line.strip().endswith((': survived', ': no tests'))]
@@ -117,7 +114,7 @@ def _collect(name: str, work: Path, log: Path) -> dict:
         raise SystemExit(f'mutmut produced no statistics for {name}; see {log}')
     stats = json.loads(stats_file.read_text())
     mutmut = Path(sys.executable).parent / 'mutmut'
-    diffs = {m: subprocess.run([str(mutmut), 'show', m], cwd=work, env=_env(),
+    diffs = {m: subprocess.run([str(mutmut), 'show', m], cwd=work, env=_env(work),
                                capture_output=True, text=True).stdout for m in _survivors(work)}
     summary = {'module': name, 'files': list(MODULES[name][0]), 'tests': list(MODULES[name][1]),
                'stats': stats, 'survivors': diffs}
@@ -196,7 +193,6 @@ def main() -> None:
                   + (f' -k {expr!r}' if expr else ''))
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(EXPORT_CACHE, ignore_errors=True)  # exported again by the code as it is now
     if not a.report_only:
         for name in a.modules or list(MODULES):
             s = (retest if a.retest else run)(name, a.children)
