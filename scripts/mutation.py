@@ -18,6 +18,7 @@ in test/MUTATION.md.
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import shutil
@@ -138,12 +139,38 @@ def retest(name: str, children: int) -> dict:
     for dst in (work / 'test', work / 'mutants' / 'test'):
         shutil.rmtree(dst)
         shutil.copytree(ROOT / 'test', dst, ignore=shutil.ignore_patterns('__pycache__'))
-    _write_config(name, work)  # tests added to the module's list since the run take part
+    _select_added_tests(name, work)
     log = OUT / f'{name}.log'
     survivors = _survivors(work)
     if survivors:
         _mutmut(work, log, survivors, children)
     return _collect(name, work, log)
+
+
+def _select_added_tests(name: str, work: Path) -> None:
+    """Tests added to the module's list since its run take part in the retest. mutmut would
+    take a changed test selection for a new run and reset every verdict; tests only added
+    cannot bring a killed mutant back to life, so the kept verdicts stay true and the stored
+    fingerprint of the selection is moved to the new one (mutmut then collects the added
+    tests' coverage itself). A selection that lost tests is left to mutmut's full reset."""
+    def selected() -> list[str]:
+        cfg = configparser.ConfigParser()
+        cfg.read(work / 'setup.cfg')
+        return cfg.get('mutmut', 'pytest_add_cli_args_test_selection', fallback='').split()
+
+    before = set(selected())
+    _write_config(name, work)
+    stats_path = work / 'mutants' / 'mutmut-stats.json'
+    if not before <= set(selected()) or not stats_path.is_file():
+        return
+    code = ('import json; from mutmut.configuration import config; '
+            'print(json.dumps(config().config_fingerprint()))')
+    fingerprint = json.loads(subprocess.run([sys.executable, '-c', code], cwd=work,
+                                            env=_env(work), capture_output=True, text=True,
+                                            check=True).stdout)
+    stats = json.loads(stats_path.read_text())
+    stats.setdefault('config_fingerprint', {})['test_selection'] = fingerprint['test_selection']
+    stats_path.write_text(json.dumps(stats))
 
 
 def _killed_total(stats: dict) -> tuple[int, int]:
