@@ -6,6 +6,7 @@ tests that cover it (so a run fits a 2-core machine), and a report of the surviv
     python scripts/mutation.py safety early_exit   # some of them
     python scripts/mutation.py --list
     python scripts/mutation.py --retest safety     # its survivors again, after new tests
+    python scripts/mutation.py --resume safety     # an interrupted run to its end
 
 Each module runs in its own copy of the tree under out/mutation/work/<module>/ (mutmut works
 in the current directory and rewrites the sources it mutates there), with a [mutmut] section
@@ -18,7 +19,6 @@ in test/MUTATION.md.
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
 import shutil
@@ -34,10 +34,12 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'safety': (('vla_ros/adapters/safety.py',),
                ('test/test_safety_states.py', 'test/test_safety_limits.py',
                 'test/test_safety_regressions.py'), ''),
+    # The queue's thread-safety property test (9 s, threads and locks, which mutmut does not
+    # mutate) would run for every mutant of the trajectory and chunk code.
     'chunking': (('vla_ros/runtime/chunking/*',),
                  ('test/test_action_queue.py', 'test/test_scheduling.py',
                   'test/test_chunk_timing.py', 'test/test_queue_bench.py',
-                  'test/test_chunking_rules.py'), ''),
+                  'test/test_chunking_rules.py'), 'not producer_and_consumer_threads'),
     # Early exit's own tests (the rule, hand-worked) run per mutant; the ones that calibrate
     # an exported model are calibration's.
     'early_exit': (('vla_ros/runtime/policy/early_exit.py',), ('test/test_calibration.py',),
@@ -133,13 +135,7 @@ def run(name: str, children: int) -> dict:
 
 def retest(name: str, children: int) -> dict:
     """The survivors of an earlier run again, against the tests as they are now."""
-    work = OUT / 'work' / name
-    if not (work / 'mutants').is_dir():
-        raise SystemExit(f'{name} has not been run yet (no {work / "mutants"})')
-    for dst in (work / 'test', work / 'mutants' / 'test'):
-        shutil.rmtree(dst)
-        shutil.copytree(ROOT / 'test', dst, ignore=shutil.ignore_patterns('__pycache__'))
-    _select_added_tests(name, work)
+    work = _keep_verdicts(name)
     log = OUT / f'{name}.log'
     survivors = _survivors(work)
     if survivors:
@@ -147,30 +143,39 @@ def retest(name: str, children: int) -> dict:
     return _collect(name, work, log)
 
 
-def _select_added_tests(name: str, work: Path) -> None:
-    """Tests added to the module's list since its run take part in the retest. mutmut would
-    take a changed test selection for a new run and reset every verdict; tests only added
-    cannot bring a killed mutant back to life, so the kept verdicts stay true and the stored
-    fingerprint of the selection is moved to the new one (mutmut then collects the added
-    tests' coverage itself). A selection that lost tests is left to mutmut's full reset."""
-    def selected() -> list[str]:
-        cfg = configparser.ConfigParser()
-        cfg.read(work / 'setup.cfg')
-        return cfg.get('mutmut', 'pytest_add_cli_args_test_selection', fallback='').split()
+def resume(name: str, children: int) -> dict:
+    """An interrupted run to its end: the mutants it has not tested yet."""
+    work = _keep_verdicts(name)
+    log = OUT / f'{name}.log'
+    _mutmut(work, log, [], children)
+    return _collect(name, work, log)
 
-    before = set(selected())
+
+def _keep_verdicts(name: str) -> Path:
+    """The module's work copy brought up to the tests and test list as they are now, keeping
+    the verdicts of its run. mutmut takes a changed test list or pytest arguments for a new
+    run and resets every verdict; but a mutant killed by a test of the suite stays killed, so
+    the stored fingerprints are moved to the new configuration (mutmut then collects the
+    coverage of added tests itself), and survivors are what a retest runs again."""
+    work = OUT / 'work' / name
+    if not (work / 'mutants').is_dir():
+        raise SystemExit(f'{name} has not been run yet (no {work / "mutants"})')
+    for dst in (work / 'test', work / 'mutants' / 'test'):
+        shutil.rmtree(dst)
+        shutil.copytree(ROOT / 'test', dst, ignore=shutil.ignore_patterns('__pycache__'))
     _write_config(name, work)
     stats_path = work / 'mutants' / 'mutmut-stats.json'
-    if not before <= set(selected()) or not stats_path.is_file():
-        return
-    code = ('import json; from mutmut.configuration import config; '
-            'print(json.dumps(config().config_fingerprint()))')
-    fingerprint = json.loads(subprocess.run([sys.executable, '-c', code], cwd=work,
-                                            env=_env(work), capture_output=True, text=True,
-                                            check=True).stdout)
-    stats = json.loads(stats_path.read_text())
-    stats.setdefault('config_fingerprint', {})['test_selection'] = fingerprint['test_selection']
-    stats_path.write_text(json.dumps(stats))
+    if stats_path.is_file():
+        code = ('import json; from mutmut.configuration import config; '
+                'print(json.dumps(config().config_fingerprint()))')
+        now = json.loads(subprocess.run([sys.executable, '-c', code], cwd=work,
+                                        env=_env(work), capture_output=True, text=True,
+                                        check=True).stdout)
+        stats = json.loads(stats_path.read_text())
+        kept = stats.setdefault('config_fingerprint', {})
+        kept.update({k: now[k] for k in ('test_selection', 'test_execution')})
+        stats_path.write_text(json.dumps(stats))
+    return work
 
 
 def _killed_total(stats: dict) -> tuple[int, int]:
@@ -210,6 +215,8 @@ def main() -> None:
     ap.add_argument('--report-only', action='store_true', help='rewrite report.md only')
     ap.add_argument('--retest', action='store_true',
                     help="rerun an earlier run's survivors against the current tests")
+    ap.add_argument('--resume', action='store_true',
+                    help='go on with an interrupted run (its verdicts are kept)')
     a = ap.parse_args()
     unknown = [m for m in a.modules if m not in MODULES]
     if unknown:
@@ -222,7 +229,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if not a.report_only:
         for name in a.modules or list(MODULES):
-            s = (retest if a.retest else run)(name, a.children)
+            s = (retest if a.retest else resume if a.resume else run)(name, a.children)
             k, t = _killed_total(s['stats'])
             print(f'{name}: {k} / {t} killed', flush=True)
     print(report())
