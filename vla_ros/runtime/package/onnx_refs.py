@@ -167,14 +167,23 @@ def scan(data: bytes | memoryview) -> OnnxRefs:
     return refs
 
 
+def _scan_file(path: Path) -> OnnxRefs:
+    with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        with memoryview(mm) as view:
+            try:
+                return scan(view)
+            except ValueError as e:
+                reason = str(e)
+    # Raised once the failed scan's traceback (whose frames hold slices of the mapping) is
+    # gone: the mapping cannot be closed while a slice exists (a BufferError instead).
+    raise ValueError(reason)
+
+
 def check_graph_file(root: Path, graph: str, rel: str, data_files: tuple[str, ...]) -> None:
     """Raises PackageError when graph `graph`'s file `rel` uses an operator domain outside the
     standard ones or external data that is not one of its listed data files."""
-    path = root / rel
     try:
-        with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            with memoryview(mm) as view:
-                refs = scan(view)
+        refs = _scan_file(root / rel)
     except ValueError as e:  # mmap of an empty file, or not a ModelProto
         raise PackageError('invalid', f'graph {graph!r} ({rel}): {e}') from e
     local = {d for d, _ in refs.functions}
