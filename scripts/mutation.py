@@ -39,7 +39,7 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'chunking': (('vla_ros/runtime/chunking/*',),
                  ('test/test_action_queue.py', 'test/test_scheduling.py',
                   'test/test_chunk_timing.py', 'test/test_queue_bench.py',
-                  'test/test_chunking_rules.py'), 'not producer_and_consumer_threads'),
+                  'test/test_chunking_*.py'), 'not producer_and_consumer_threads'),
     # Early exit's own tests (the rule, hand-worked) run per mutant; the ones that calibrate
     # an exported model are calibration's.
     'early_exit': (('vla_ros/runtime/policy/early_exit.py',), ('test/test_calibration.py',),
