@@ -49,7 +49,7 @@ def _graph(name: str, role: str, inputs=(), outputs=None, layers=None, **variant
 
 
 def _segments(manifest: dict, *spans, role: str = 'segment', layers: list[int] | None = None):
-    """A backbone up to the last span's end, tiled by graphs s0, s1, ... of `role`."""
+    """A backbone up to the highest span end, tiled by graphs s0, s1, ... of `role`."""
     manifest['exits'] = {'num_layers': max(end for _, end in spans),
                          'layers': layers or [end - 1 for _, end in spans]}
     manifest['graphs'] += [_graph(f's{i}', role, layers=list(span))
