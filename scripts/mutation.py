@@ -45,7 +45,7 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'early_exit': (('vla_ros/runtime/policy/early_exit.py',), ('test/test_calibration.py',),
                    'not calibrate and not observation and not recorded_ratio'),
     'calibration': (('vla_ros/runtime/policy/calibration.py',),
-                    ('test/test_calibration.py', 'test/test_a1_calibration.py'), ''),
+                    ('test/test_calibration*.py', 'test/test_a1_calibration.py'), ''),
     'preprocess': (('vla_ros/runtime/policy/preprocess.py',),
                    ('test/test_preprocess.py', 'test/test_policy.py'), ''),
     'package': (('vla_ros/runtime/package/*',),

@@ -260,7 +260,7 @@ BUDGETS = (0.85, 0.9)
 HELD_OUT_TOLERANCE = 0.05
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture  # per test: each test that reads a calibrated set runs the calibration
 def calibrated(exported, tmp_path_factory):
     import shutil
 
