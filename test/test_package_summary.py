@@ -67,7 +67,8 @@ def _rich() -> dict:
             {'name': 'head', 'role': 'head',
              'inputs': [{'name': 'hidden', 'dtype': 'float16', 'shape': ['batch', 8, 4]},
                         {'name': 'state', 'dtype': 'float32', 'shape': [1, 12]}],
-             'outputs': [{'name': 'actions', 'dtype': 'float32', 'shape': [1, 4, 2]}],
+             'outputs': [{'name': 'actions', 'dtype': 'float32', 'shape': [1, 4, 2]},
+                         {'name': 'gate', 'dtype': 'float32', 'shape': [1]}],
              'variants': {'fp32': {'file': 'graphs/head.onnx'}}},
         ],
         'embodiment': {'robot': 'arm', 'joints': [1, 2], 'limits': {'a': 1}, 'rate_hz': 10},
@@ -130,7 +131,7 @@ def test_every_optional_part_is_summarized_line_by_line():
         '    out: hidden[\'batch\', 8, 4]',
         '  head (head; fp32 5.0 MiB)',
         '    in: hidden[\'batch\', 8, 4], state[1, 12]',
-        '    out: actions[1, 4, 2]',
+        '    out: actions[1, 4, 2], gate[1]',
     ]
 
 
@@ -154,6 +155,13 @@ def test_threshold_sets_without_a_default_are_listed_plain():
     assert '  slow: max_abs, expected compute 100%, thresholds [0.5]' in lines
     assert '  fast: cosine, expected compute 50%, thresholds [0.123]' in lines
     assert not any('no calibrated thresholds' in line for line in lines)
+
+
+def test_every_threshold_of_a_set_is_listed(manifest):
+    manifest['exits'] = {'num_layers': 3, 'layers': [0, 1, 2], 'threshold_sets': [
+        {'name': 'a', 'metric': 'mean_abs', 'values': [0.1, 0.25],
+         'expected_compute_fraction': 0.875}]}
+    assert '  a: mean_abs, expected compute 88%, thresholds [0.1, 0.25]' in _describe(manifest)
 
 
 @pytest.mark.parametrize('count,listed', [
