@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import locale
 import os
 import pickle
 import re
@@ -160,8 +161,22 @@ def test_a_manifest_that_is_not_json_names_the_fault(tiny_package):
         read_manifest(tiny_package)
 
 
-def test_a_manifest_is_read_as_utf8(tiny_package):
-    edit_manifest(tiny_package, lambda d: d['embodiment'].update(robot='Fünf'))
+@pytest.fixture
+def ascii_locale():
+    """The process's text encoding is ASCII (a robot's minimal C locale) while a test runs."""
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, 'C')
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+
+
+def test_a_manifest_is_read_as_utf8_whatever_the_locale(tiny_package, ascii_locale):
+    path = tiny_package / 'manifest.json'
+    data = json.loads(path.read_bytes())
+    data['embodiment']['robot'] = 'Fünf'
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode('utf-8'))
     assert read_manifest(tiny_package).embodiment == {'robot': 'Fünf'}
 
 
@@ -480,9 +495,10 @@ def test_a_listed_file_not_yet_present_passes_the_content_check(tmp_path):
     assert check_file_safe(tmp_path, 'later.onnx') == tmp_path / 'later.onnx'
 
 
-@pytest.mark.parametrize('protocol', [2, 3, 4, 5])
-def test_pickles_of_protocol_2_on_are_recognized_by_content(tmp_path, protocol):
-    (tmp_path / 'w.data').write_bytes(pickle.dumps({'w': 1}, protocol=protocol))
+@pytest.mark.parametrize('data', [pickle.dumps({'w': 1}, protocol=p) for p in (2, 3, 4, 5)]
+                         + [b'\x80\x02', b'\x80\x05'])  # the PROTO opcode alone is enough
+def test_pickles_of_protocol_2_on_are_recognized_by_content(tmp_path, data):
+    (tmp_path / 'w.data').write_bytes(data)
     with _fails('unsafe_file', "'w.data' holds pickled data although named .data; packages "
                 'never contain pickles'):
         check_file_safe(tmp_path, 'w.data')
