@@ -47,7 +47,7 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     'calibration': (('vla_ros/runtime/policy/calibration.py',),
                     ('test/test_calibration*.py', 'test/test_a1_calibration.py'), ''),
     'preprocess': (('vla_ros/runtime/policy/preprocess.py',),
-                   ('test/test_preprocess.py', 'test/test_policy.py'), ''),
+                   ('test/test_preprocess*.py', 'test/test_policy.py'), ''),
     'package': (('vla_ros/runtime/package/*',),
                 ('test/test_package_*.py', 'test/test_trt_engine_keys.py'), ''),
 }
