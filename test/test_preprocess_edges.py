@@ -77,3 +77,10 @@ def test_the_gripper_chain_rescales_then_binarizes_then_inverts():
 def test_a_prompt_exactly_at_the_text_length_is_not_truncated(tokenizer_file):  # noqa: F811
     b = PromptBuilder(_prompt(), tokenizer_file)  # max_length 4; 'pick up' is 2 tokens
     assert not b.truncated('pick up pick up') and b.truncated('pick up pick up pick')
+
+
+def test_only_a_lowercasing_prompt_lowercases_the_instruction(tokenizer_file):  # noqa: F811
+    lower = PromptBuilder(_prompt(lowercase=True), tokenizer_file)
+    assert lower('PICK Up')[0].tolist() == lower('pick up')[0].tolist()
+    kept = PromptBuilder(_prompt(lowercase=False), tokenizer_file)
+    assert kept('PICK Up')[0].tolist() != kept('pick up')[0].tolist()
