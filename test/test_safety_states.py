@@ -181,6 +181,13 @@ def test_disengaged_at_rest_follows_an_arm_moved_by_hand_beyond_the_tolerance():
     np.testing.assert_array_equal(f.step(None, far, DT).positions, [far[0], 0.0])
 
 
+def test_the_hand_moved_distance_is_measured_from_the_hold_not_from_zero():
+    f = _filter()
+    f.step(None, np.array([-0.5, 0.2]), DT)  # holds at (-0.5, 0.2)
+    moved = np.array([0.5, -0.2])  # the same distance from zero, far from the hold
+    np.testing.assert_array_equal(f.step(None, moved, DT).positions, moved)
+
+
 # --- trajectories ----------------------------------------------------------------------------
 
 def test_trajectory_is_refused_unless_engaged():
