@@ -46,8 +46,7 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                    'not calibrate and not observation and not recorded_ratio'),
     'calibration': (('vla_ros/runtime/policy/calibration.py',),
                     ('test/test_calibration*.py', 'test/test_a1_calibration.py'), ''),
-    # Its own tests; test_policy.py (exported packages end to end, 10 s) ran per mutant too
-    # in the first run, whose kills are kept by --resume.
+    # Its own tests (test_policy.py, exported packages end to end, would add 10 s per mutant).
     'preprocess': (('vla_ros/runtime/policy/preprocess.py',), ('test/test_preprocess*.py',), ''),
     'package': (('vla_ros/runtime/package/*',),
                 ('test/test_package_*.py', 'test/test_trt_engine_keys.py'), ''),
