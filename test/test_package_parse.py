@@ -623,6 +623,20 @@ def test_every_exit_ends_a_layered_graph(manifest):
         parse_manifest(manifest)
 
 
+def test_a_single_segment_names_itself_when_an_exit_falls_inside_it(manifest):
+    _segments(manifest, (0, 2), layers=[0, 1])
+    with _fails('inconsistent', 'manifest exits.layers: exit layers [0] do not end a segment '
+                'graph; their ends are [1]'):
+        parse_manifest(manifest)
+
+
+def test_a_segment_chain_may_span_the_only_segment(manifest):
+    manifest['schema_version'] = 2
+    _segments(manifest, (0, 2))
+    manifest['graphs'].append(_graph('chain', 'segment_chain', layers=[0, 2]))
+    assert parse_manifest(manifest).graph('chain').layers == (0, 2)
+
+
 def test_a_segment_chain_spans_whole_segments(manifest):
     manifest['schema_version'] = 2
     _segments(manifest, (0, 1), (1, 3), (3, 4))
