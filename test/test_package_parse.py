@@ -134,6 +134,13 @@ def test_a_package_without_vision_needs_no_camera(manifest):
     assert parse_manifest(manifest).cameras == ()
 
 
+def test_a_package_without_cameras_still_needs_its_graphs(manifest):
+    manifest['cameras'] = []
+    del manifest['graphs']
+    with _fails('invalid', 'manifest graphs: is required but missing'):
+        parse_manifest(manifest)
+
+
 def test_camera_names_are_unique(manifest):
     manifest['cameras'].append(dict(manifest['cameras'][0]))
     with _fails('inconsistent', "manifest cameras: name 'scene' appears more than once"):
@@ -548,7 +555,8 @@ def test_file_entries_are_read(manifest):
                                               'b.onnx': FileEntry('0123456789abcdef' * 4, 12)}
 
 
-@pytest.mark.parametrize('sha', ['a' * 63, 'a' * 65, 'A' * 64, 'g' * 64, ' ' + 'a' * 63])
+@pytest.mark.parametrize('sha', ['a' * 63, 'a' * 65, 'A' * 64, 'g' * 64, 'X' * 64,
+                                 ' ' + 'a' * 63])
 def test_a_file_hash_is_64_lowercase_hex_digits(manifest, sha):
     manifest['files'] = {'a.txt': {'sha256': sha, 'bytes': 1}}
     with _fails('invalid', "manifest files['a.txt'].sha256: expected 64 lowercase hex digits"):
