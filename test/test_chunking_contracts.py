@@ -238,3 +238,25 @@ def test_a_replace_drops_new_knots_within_half_a_step_after_now():
     out = make_strategy('replace').merge(MergeInput(now=0.04, new=new, new_stamp_s=0.0, dt_s=DT,
                                                     horizon=4, old=None, live=()))
     np.testing.assert_allclose(out.times, [0.04, 0.1, 0.15])
+
+
+def test_a_chunk_arriving_after_a_stall_with_nothing_missed_is_not_counted_as_resumed():
+    q = ActionQueue(1, 'replace')
+    q.add_chunk(chunk(0.0, np.arange(5.0)), now=0.0)  # ends at 0.2
+    q.target(0.5)
+    report = q.add_chunk(chunk(0.5, [7.0] * 5), now=0.5)  # observed now: no action missed
+    assert report.resumed_steps == 0 and q.target(0.5).position[0] == 7.0
+
+
+def test_without_compensation_rtc_blend_indexes_the_chunk_from_its_arrival():
+    # The chunk observed 0.1 s ago starts at arrival: its delay is one step (the action at
+    # now), so index 2 is RTC's soft step c = (H - s - 2) / (H - s - d + 1) = 3 / 5 with
+    # H = 10, s = 5, d = 1.
+    import math
+
+    q = ActionQueue(1, 'rtc_blend', latency_compensation=False)
+    q.add_chunk(chunk(0.0, [0.0] * 40), now=0.0)
+    q.add_chunk(chunk(0.4, [1.0] * 10), now=0.5)
+    c = 0.6
+    w = c * math.expm1(c) / (math.e - 1.0)
+    assert q.target(0.6).position[0] == pytest.approx(1.0 - w)
