@@ -90,6 +90,7 @@ def _env(work: Path) -> dict:
     # test/conftest.py's `exported`: the tiny families exported once per module run (by the
     # unmutated code, in mutmut's first, clean run), not once per mutant.
     env['VLA_ROS_TEST_EXPORT_CACHE'] = str(work / 'export-cache')
+    env['VLA_ROS_MUTATION'] = '1'  # test/conftest.py: property tests stop at a failure
     return env
 
 

@@ -26,6 +26,14 @@ def _ros_domain() -> int:
     return 1 + os.getpid() % 100
 
 
+if os.environ.get('VLA_ROS_MUTATION'):
+    # scripts/mutation.py: a failing property test kills the mutant at its first failing
+    # example; shrinking it (many more runs of a broken filter) would change no verdict.
+    from hypothesis import Phase, settings
+
+    settings.register_profile('mutation', phases=(Phase.explicit, Phase.reuse, Phase.generate))
+    settings.load_profile('mutation')
+
 os.environ['ROS_DOMAIN_ID'] = str(_ros_domain())
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # Jazzy and later
 if os.environ.get('ROS_DISTRO') == 'humble':  # deprecated (and warned about) from Jazzy on
