@@ -78,14 +78,22 @@ def test_each_option_changes_the_deltas_as_a1_defines_them(a1_copy, options):
         assert ('l2' in cal) == (ts.metric == 'l2')
 
 
-def test_calibrate_reports_progress_every_tenth_of_the_observations(a1_copy):
-    root, data = a1_copy
+@pytest.mark.parametrize('count', [15, 30])
+def test_calibrate_reports_progress_every_tenth_of_the_observations(exported, tmp_path, count):
+    import shutil
+
+    src = exported['a1'][1]
+    shutil.copytree(src.root, tmp_path / 'pkg')
+    data = save_observations(tmp_path / 'obs.npz', _observations(src, count, seed=3))
     lines: list[str] = []
-    calibrate_package(root, data, CalibrationConfig(metrics=('l2',), distributions=('exp',),
-                                                    budgets=(0.9,)), progress=lines.append)
-    assert lines[0] == f'calibrate: {SAMPLES} observations, 3 exits, truncated flow'
-    assert lines[1:-1] == [f'calibrate: {i}/{SAMPLES} observations' for i in range(2, 21, 2)]
-    assert lines[-1] == f'calibrate: wrote 1 threshold sets to {root}, default l2-exp-90'
+    calibrate_package(tmp_path / 'pkg', data, CalibrationConfig(
+        metrics=('l2',), distributions=('exp',), budgets=(0.9,)), progress=lines.append)
+    every = {15: 1, 30: 3}[count]  # a tenth, rounded down, at least one
+    assert lines[0] == f'calibrate: {count} observations, 3 exits, truncated flow'
+    assert lines[1:-1] == [f'calibrate: {i}/{count} observations'
+                           for i in range(every, count + 1, every)]
+    assert lines[-1] == (f'calibrate: wrote 1 threshold sets to {tmp_path / "pkg"}, '
+                         'default l2-exp-90')
 
 
 def test_the_default_set_is_cosine_exp_nearest_half_whatever_the_order(a1_copy):
