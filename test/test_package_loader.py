@@ -433,7 +433,7 @@ def test_plain_relative_paths_are_allowed(rel):
     check_relative_path(rel, 'where')
 
 
-@pytest.mark.parametrize('rel', ['', '/abs.onnx', 'a\\b.onnx', '~/x.onnx', '~x.onnx',
+@pytest.mark.parametrize('rel', ['', '.', '/abs.onnx', 'a\\b.onnx', '~/x.onnx', '~x.onnx',
                                  '../x.onnx', 'a/../../x.onnx', 'a/..', './x.onnx', 'a//b.onnx',
                                  'a/./b.onnx', 'a/'])
 def test_paths_that_could_leave_the_package_are_refused(rel):

@@ -30,9 +30,9 @@ def sha256_file(path: Path) -> str:
 
 def check_relative_path(rel: str, where: str) -> None:
     """Rejects a manifest path that could point outside the package."""
-    p = PurePosixPath(rel)
+    p = PurePosixPath(rel)  # drops '.' parts: './x' differs from str(p), and '.' has none
     if not rel or p.is_absolute() or '\\' in rel or rel.startswith('~') or '..' in p.parts \
-            or p.parts[:1] == ('.',) or str(p) != rel:
+            or not p.parts or str(p) != rel:
         raise PackageError('path_escape', f'{where}: path {rel!r} must be a plain relative path '
                            'inside the package (no "..", no leading "/" or "./")')
 
