@@ -254,6 +254,18 @@ def _fraction(delta, thresholds, layers, num_layers) -> float:
     return sum(used) / len(used)
 
 
+def test_skip_first_reaches_the_thresholds_through_the_budget_search():
+    # A1's q_1 = 0: the first decision never stops a sample, whatever the budget found.
+    from vla_ros.runtime.policy.early_exit import NEVER
+
+    delta = np.random.default_rng(0).uniform(0.0, 1.0, (3, 60))
+    s = calibrate_for_budget(delta, 'exp', 0.8, (0, 1, 2, 3), 4, skip_first=True)
+    assert s.thresholds[0] == NEVER and s.exit_histogram[1] == 0
+    again = calibrate(delta, 'exp', s.ratio, (0, 1, 2, 3), 4, skip_first=True)
+    np.testing.assert_array_equal(again.thresholds, s.thresholds)
+    assert calibrate(delta, 'exp', s.ratio, (0, 1, 2, 3), 4).thresholds[0] != NEVER
+
+
 # Exits after layers 1, 2, 3 of 4: compute is 0.75 (stop at the decision) or 1.0; these
 # budgets need 60% and 40% of the samples to stop early.
 BUDGETS = (0.85, 0.9)
