@@ -109,3 +109,60 @@ def test_without_exp_the_default_is_the_metrics_set_nearest_half(a1_copy):
     cfg = CalibrationConfig(metrics=('l2',), distributions=('gauss',), budgets=(0.9, 0.6))
     calibrate_package(root, data, cfg, progress=lambda _: None)
     assert load_package(root).manifest.exits.default_threshold_set == 'l2-gauss-60'
+
+
+def test_calibration_settings_are_checked_with_their_reasons():
+    with pytest.raises(ValueError, match=r"^bad calibration settings \['tri'\]: metrics from"):
+        CalibrationConfig(distributions=('exp', 'tri'))
+    for budgets in ((0.0,), (1.5,)):
+        with pytest.raises(ValueError, match=rf"^bad calibration settings \['{budgets[0]}'\]"):
+            CalibrationConfig(metrics=('cosine',), budgets=budgets)
+    with pytest.raises(ValueError, match=r"settings \['x', 'tri', '2'\]"):
+        CalibrationConfig(metrics=('x',), distributions=('tri',), budgets=(2,))
+    for empty in ({'metrics': ()}, {'distributions': ()}, {'budgets': ()}):
+        with pytest.raises(ValueError, match=r'^bad calibration settings \[\]'):
+            CalibrationConfig(**empty)
+    assert CalibrationConfig(budgets=(1.0,)).budgets == (1.0,)
+
+
+def test_calibrate_refuses_a_package_with_fewer_than_three_exits(tiny_package, tmp_path):
+    data = save_observations(tmp_path / 'obs.npz',
+                             _observations(load_package(tiny_package), 10))
+    with pytest.raises(ValueError, match=r'^tiny has 2 exits; early exit needs at least 3 \(a '
+                                         r'reference exit, one decision, the last\)$'):
+        calibrate_package(tiny_package, data, progress=lambda _: None)
+
+
+def test_calibrate_takes_ten_observations_and_checks_the_first_ones_cameras(a1_copy, tmp_path):
+    root, _ = a1_copy
+    src = load_package(root)
+    ten = save_observations(tmp_path / 'ten.npz', _observations(src, 10))
+    calibrate_package(root, ten, CalibrationConfig(metrics=('l2',), distributions=('exp',),
+                                                   budgets=(0.9,)), progress=lambda _: None)
+    obs = _observations(src, 12)
+    name = src.manifest.cameras[0].name
+    del obs[0].images[name]
+    partial = save_observations(tmp_path / 'partial.npz', obs)
+    with pytest.raises(ValueError, match=rf"lacks the cameras \['{name}'\] the model needs$"):
+        calibrate_package(root, partial, progress=lambda _: None)
+
+
+def test_calibrate_draws_the_flow_noise_from_its_seed(a1_copy):
+    root, data = a1_copy
+    cfg = CalibrationConfig(metrics=('l2',), distributions=('exp',), budgets=(0.9,), seed=7)
+    calibrate_package(root, data, cfg, progress=lambda _: None)
+    pkg = load_package(root)
+    from vla_ros.runtime.policy.observations import load_observations
+    ts = pkg.manifest.exits.threshold_sets[0]
+    seeded = Policy(pkg, load_backend(pkg), PolicyConfig(mode='full', seed=7))
+    dims = pkg.manifest.action.dim
+    delta = []
+    for obs in load_observations(data):
+        acts = [np.asarray(a, np.float64)[:, :dims]
+                for a in seeded.actions_at_all_exits(seeded.prepare(obs), truncated=True)]
+        delta.append([float(np.mean(np.sqrt(np.mean((a - b) ** 2, axis=-1))))
+                      for a, b in zip(acts, acts[1:], strict=False)])
+    delta = [list(row) for row in zip(*delta, strict=True)]
+    ref = _a1_thresholds(delta, _a1_q('exp', ts.calibration['ratio'], len(delta)))
+    assert [v for v, r in zip(ts.values, ref, strict=True) if r is not None] == pytest.approx(
+        [r for r in ref if r is not None], rel=1e-6)
