@@ -50,12 +50,13 @@ def test_config_bounds_themselves_are_accepted():
 
 @pytest.mark.parametrize('vel,acc', [([1.0, 0.0], [10.0, 10.0]), ([1.0, 1.0], [10.0, -1.0])])
 def test_limits_that_are_not_positive_are_refused(vel, acc):
-    with pytest.raises(ValueError, match='must be positive'):
+    with pytest.raises(ValueError, match='^velocity and acceleration limits must be positive$'):
         SafetyFilter([-1, -1], [1, 1], vel, acc, SafetyConfig())
 
 
 def test_a_margin_that_leaves_no_room_is_refused():
-    with pytest.raises(ValueError, match='no room'):
+    with pytest.raises(ValueError,
+                       match='^position_margin leaves no room inside the joint limits$'):
         SafetyFilter([-1, 0], [1, 0.2], [1, 1], [1, 1], SafetyConfig(position_margin=0.1))
     SafetyFilter([-1, 0], [1, 0.2], [1, 1], [1, 1], SafetyConfig(position_margin=0.099))
 
@@ -106,6 +107,8 @@ def test_estop_without_a_reason_says_e_stop():
 def test_reset_clears_an_estop_to_disengaged_and_needs_a_new_engage():
     f = _engaged()
     f.estop('x')
+    with pytest.raises(RuntimeError, match='^e-stop is latched: call reset before engaging$'):
+        f.engage(np.zeros(2))
     f.reset()
     assert (f.state, f.reason) == ('disengaged', 'not engaged')
     cmd = f.step(np.array([1.0, 1.0]), np.zeros(2), DT)
