@@ -34,11 +34,7 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import (
-    ExternalShutdownException,
-    MultiThreadedExecutor,
-    SingleThreadedExecutor,
-)
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
@@ -50,7 +46,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_ros.adapters.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros.conversions import s_to_stamp
 from vla_ros.ros.node.control import ControlMixin
+from vla_ros.ros.node.control_link import ControlProcessError
+from vla_ros.ros.node.control_remote import RemoteControlMixin
 from vla_ros.ros.node.engage import ENGAGE_ON_ACTIVATE_TIMEOUT_S, EngageMixin
+from vla_ros.ros.node.executor import EXECUTORS, make_executor, spin_until  # noqa: F401
 from vla_ros.ros.node.gripper import GripperMixin
 from vla_ros.ros.node.guard import duration_msg
 from vla_ros.ros.node.inputs import InputsMixin
@@ -66,13 +65,14 @@ from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.serving.worker import InferenceWorker
 
 
-class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMixin,
-                    ReconfigureMixin, StatusMixin, LifecycleNode):
+class VlaPolicyNode(InputsMixin, ControlMixin, RemoteControlMixin, GripperMixin, EngageMixin,
+                    SwapMixin, ReconfigureMixin, StatusMixin, LifecycleNode):
     """Lifecycle and wiring; the parts live beside this file (see the module docstring)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__('vla_policy', **kwargs)
         self._safety_lock = threading.Lock()
+        self._plan_lock = threading.Lock()  # the plan sent to the control process
         self._reset_state()
         self._param_errors = self._declare_parameters()
         for reason in self._param_errors.values():
@@ -100,6 +100,9 @@ class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMi
         self._swap = {'state': 'idle', 'detail': '', 'started': 0.0, 'missed': 0}
         self._control_stop = threading.Event()
         self._control_thread: threading.Thread | None = None
+        self._link = None  # ControlLink, while the control process runs
+        self._control_ended = ''  # why the control process ended unasked
+        self._last_report_at = 0.0  # the control process's last reported tick (monotonic)
         self._ticks = []  # control tick times (monotonic), bounded below
         self._tick_log: list[float] | None = None  # every tick, while a bench records
         self._e2e_pending: float | None = None  # stamp of a new chunk not yet commanded
@@ -223,11 +226,13 @@ class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMi
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Starts the worker, the control thread and the status timer. SUCCESS -> active."""
+        try:
+            self._start_control()
+        except ControlProcessError as e:
+            self.get_logger().error(f'activate failed: {e}')
+            self._fault = str(e)
+            return TransitionCallbackReturn.FAILURE
         super().on_activate(state)
-        self._control_stop.clear()
-        self._control_thread = threading.Thread(target=self._control_loop,
-                                                name='vla_control', daemon=False)
-        self._control_thread.start()
         self._timers.append(self.create_timer(0.5, self._on_status,
                                               MutuallyExclusiveCallbackGroup()))
         self.worker.start()
@@ -313,43 +318,11 @@ class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMi
             pt = JointTrajectoryPoint(positions=row.tolist())
             pt.time_from_start = duration_msg(k * chunk.dt_s)
             msg.points.append(pt)
+        self._send_plan()
         self._pubs['chunk'].publish(msg)
 
     def _on_worker_fault(self, message: str) -> None:
         self._fault = message
-
-
-EXECUTORS = ('single', 'multi')
-
-
-def make_executor(kind: str = 'multi'):
-    """The executor for the node's callbacks: 'multi' (4 threads, the default) or 'single'
-    (SingleThreadedExecutor). With one thread every callback waits for the one running: an
-    e-stop that arrives during a lifecycle transition (configure loads the model; deactivate
-    waits up to 5 s for the arm to brake to rest) or a parameter request would latch only
-    when it ends, so the node runs 'multi', where the e-stop's own callback group always has
-    a thread. The cost, measured with `vla-ros bench node` on 2 loaded cores (same run
-    conditions, 15 s each): missed ticks 241 with 4 threads against 81 with one; tick error
-    p99 15.3 ms against 9.2 ms. `vla-ros bench node --param` runs either for comparison."""
-    if kind not in EXECUTORS:
-        raise ValueError(f'executor {kind!r} is not one of {EXECUTORS}')
-    if kind == 'single':
-        return SingleThreadedExecutor()
-    return MultiThreadedExecutor(num_threads=4)
-
-
-def spin_until(stop: threading.Event, executor, node) -> None:
-    """Spins until `stop` or ROS shutdown. An entity destroyed by a transition (cleanup, a
-    failed configure) while another executor thread waited on it surfaces here as
-    InvalidHandle: rclpy leaves it out of the next wait, so the node spins on (logged)."""
-    from rclpy.exceptions import InvalidHandle
-
-    while not stop.is_set() and rclpy.ok():
-        try:
-            executor.spin_once(timeout_sec=0.1)
-        except InvalidHandle as e:
-            node.get_logger().warn(f'an entity went away while the executor waited on it '
-                                   f'({e}); spinning on')
 
 
 def main(args=None) -> None:
