@@ -82,7 +82,7 @@ def test_the_control_process_commands_the_sim_robot_from_its_own_node(
     assert engage(ros).success
     before = sim.arm.state()[0]
     assert wait_for(lambda: np.max(np.abs(sim.arm.state()[0] - before)) > 1e-3, 20)
-    assert len(got) >= 3
+    assert wait_for(lambda: len(got) >= 3, 10)
     publishers = {i.node_name for i in ros.io.get_publishers_info_by_topic(topic)}
     assert 'vla_policy_control' in publishers
     assert wait_for(lambda: moving(node), 10)
@@ -94,8 +94,9 @@ def test_a_stale_camera_holds_and_tracking_resumes(ros, robot_packages):
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
     ros.camera_on.clear()
-    assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
-    assert 'camera' in node._last_cmd.reason
+    # (The plan runs out first: inference stops with the cameras.)
+    assert wait_for(lambda: 'camera' in node._last_cmd.reason, 5), node._last_cmd
+    assert node._last_cmd.state == 'holding'
     assert wait_for(lambda: not np.any(node._last_cmd.velocities), 5)
     ros.camera_on.set()
     assert wait_for(lambda: moving(node), 20)

@@ -64,6 +64,9 @@ PROCESS_NAME = 'vla_control'  # /proc/PID/comm, what ps and top show
 # peer), the message is not sent (ticks wait for the next report; inputs are missed, and the
 # control process holds without them).
 MAX_UNREAD_BYTES = 64 * 1024
+# An engage that comes before this process's first joint states (just started: its
+# subscription is still being matched) waits this long for them.
+ENGAGE_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class ControlProcess:
         self.tick_fault, self.tick_fault_at = '', -np.inf
         self.stopping, self.stop_deadline, self.rest_ticks = '', 0.0, 0
         self.parent_gone = False
+        self.engage_requests: list[tuple[int, float]] = []  # (request id, answer by)
         self._last_log: dict[str, float] = {}
 
     def now_s(self) -> float:
@@ -257,8 +261,8 @@ class ControlProcess:
                 self.plan = None
         elif op == 'inputs':
             self.inputs, self.inputs_at = msg[1], time.monotonic()
-        elif op == 'engage':
-            self._send(('reply', msg[1], *self._engage()))
+        elif op == 'engage':  # answered on a tick (_answer_engage)
+            self.engage_requests.append((msg[1], time.monotonic() + ENGAGE_WAIT_S))
         elif op == 'disengage':
             self.safety.disengage()
         elif op == 'estop':
@@ -282,6 +286,15 @@ class ControlProcess:
         except OSError:
             self.parent_gone = True
             return False
+
+    def _answer_engage(self) -> None:
+        waiting = []
+        for rid, answer_by in self.engage_requests:
+            if self.slots.joints() is None and time.monotonic() < answer_by:
+                waiting.append((rid, answer_by))
+            else:
+                self._send(('reply', rid, *self._engage()))
+        self.engage_requests = waiting
 
     def _engage(self) -> tuple[bool, str]:
         if self.stopping:
@@ -357,6 +370,7 @@ class ControlProcess:
         t_mono = time.monotonic()
         self.ticks.append(t_mono)
         self._take_inputs()
+        self._answer_engage()
         measured, input_fault = self._measured()
         if measured is None:
             self._report(force=False)

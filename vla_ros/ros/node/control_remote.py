@@ -31,6 +31,9 @@ from vla_ros.ros.node.control_link import ControlLink
 from vla_ros.ros.node.control_process import ControlSpec
 from vla_ros.ros.node.guard import CALLBACK_FAULT_HOLD_S, guarded
 
+JOINTS_WAIT_S = 5.0
+REST_REPEATS = 3
+
 
 class RemoteControlMixin:
     """Requests to the filter in either mode; the control process's start, feed and end."""
@@ -44,10 +47,17 @@ class RemoteControlMixin:
                                                     name='vla_control', daemon=False)
             self._control_thread.start()
             return
-        self._control_ended = ''
+        self._control_ended, self._control_measured = '', False
         self._link = ControlLink(self._control_spec(), self._control_inputs,
                                  self._on_control_report, self._on_control_ended)
         self._send_plan()
+        # Its subscription is matched a second or so after its start: where the joint states
+        # already arrive here, activation waits (bounded) until they do there, so that an
+        # engage right after it starts from them, as in thread mode.
+        end = time.monotonic() + JOINTS_WAIT_S
+        while self.slots.joints() is not None and not self._control_measured and \
+                self._link.alive and time.monotonic() < end:
+            time.sleep(0.02)
         self.get_logger().info(f'control loop in its own process (pid {self._link.pid})')
 
     def _control_spec(self) -> ControlSpec:
@@ -145,7 +155,7 @@ class RemoteControlMixin:
             s = self.safety
             s.state, s.reason, s.cmd, s.vel = cmd.state, cmd.reason, cmd.positions, \
                 cmd.velocities
-        self._last_cmd = cmd
+        self._last_cmd, self._control_measured = cmd, True
         self._last_report_at = report['ticks'][-1] if report['ticks'] else time.monotonic()
         grippers = report['grippers']
         targets = None if grippers is None else [
@@ -174,6 +184,11 @@ class RemoteControlMixin:
             publish(trajectory_message(self.adapter.joint_names, times, pos, vel))
             return
         start = time.monotonic()
+        # The rest is sent REST_REPEATS times: a streaming controller keeps the last setpoint
+        # it got, and that must be the rest, whatever one message's fate.
+        times = np.concatenate([times, times[-1] + dt * np.arange(1, REST_REPEATS)])
+        pos = np.concatenate([pos, np.repeat(pos[-1:], REST_REPEATS - 1, axis=0)])
+        vel = np.concatenate([vel, np.zeros((REST_REPEATS - 1, vel.shape[1]))])
         for t, q, v in zip(times, pos, vel, strict=True):
             time.sleep(max(0.0, start + t - time.monotonic()))
             cmd = Command(q, v, 'holding', reason)

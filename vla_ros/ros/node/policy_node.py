@@ -102,6 +102,7 @@ class VlaPolicyNode(InputsMixin, ControlMixin, RemoteControlMixin, GripperMixin,
         self._control_thread: threading.Thread | None = None
         self._link = None  # ControlLink, while the control process runs
         self._control_ended = ''  # why the control process ended unasked
+        self._control_measured = False  # the control process has seen the arm
         self._last_report_at = 0.0  # the control process's last reported tick (monotonic)
         self._ticks = []  # control tick times (monotonic), bounded below
         self._tick_log: list[float] | None = None  # every tick, while a bench records
