@@ -24,7 +24,7 @@ from std_srvs.srv import Trigger
 from test_ros_node import engage, start
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_ros.ros.node.control_process import PROCESS_NAME
+from vla_ros.ros.node.control_wire import PROCESS_NAME
 from vla_ros.ros.sim_nodes import SimRobotNode
 
 pytestmark = pytest.mark.ros

@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from vla_ros.ros.node.control_process import (
+from vla_ros.ros.node.control_process import serve
+from vla_ros.ros.node.control_wire import (
     FEED_PERIOD_S,
     REST_TIMEOUT_S,
     ControlSpec,
     send_if_room,
-    serve,
 )
 
 START_TIMEOUT_S = 60.0  # a fresh interpreter importing rclpy and numpy on a loaded machine

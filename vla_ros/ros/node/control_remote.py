@@ -28,7 +28,7 @@ from vla_ros.adapters.adapter import GripperTarget
 from vla_ros.adapters.safety import Command
 from vla_ros.ros.node.control import braking_trajectory, stream_message, trajectory_message
 from vla_ros.ros.node.control_link import ControlLink
-from vla_ros.ros.node.control_process import ControlSpec
+from vla_ros.ros.node.control_wire import ControlSpec
 from vla_ros.ros.node.guard import CALLBACK_FAULT_HOLD_S, guarded
 
 JOINTS_WAIT_S = 5.0
