@@ -157,9 +157,13 @@ class ControlProcess:
                                     f'{self.spec.control_rate_hz:g} Hz')
         next_t = time.monotonic()
         while not self._done():
+            # The tick's time is its wake-up, before any work, as the thread's and the bare
+            # reference loop's are.
+            t_mono = time.monotonic()
+            self.ticks.append(t_mono)
             self._drain()
             try:
-                self._tick()
+                self._tick(t_mono)
             except Exception as e:  # as the node's guard: hold for a second, log, go on
                 self.tick_fault = f'control tick failed: {type(e).__name__}: {e}'
                 self.tick_fault_at = time.monotonic()
@@ -315,9 +319,7 @@ class ControlProcess:
             return 'inference stale (plan ran out)'
         return ''
 
-    def _tick(self) -> None:
-        t_mono = time.monotonic()
-        self.ticks.append(t_mono)
+    def _tick(self, t_mono: float) -> None:
         self._take_inputs()
         self._answer_engage()
         measured, input_fault = self._measured()
