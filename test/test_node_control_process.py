@@ -174,6 +174,49 @@ def test_a_killed_control_process_is_an_error_and_nothing_more_comes_from_its_pl
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # no hang, no raise
 
 
+def test_a_joint_missing_from_the_control_process_joint_states_holds(ros, robot_packages):
+    from test_node_faults import relay_joint_states
+
+    drop: set[str] = set()
+    relay_joint_states(ros, drop)
+    node, sim = start_process_mode(ros, robot_packages, joint_states_topic='/relay/joint_states')
+    assert engage(ros).success
+    assert wait_for(lambda: moving(node), 20)
+    drop.add(sim.arm.names[3])
+    assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
+    assert 'joint_states incomplete' in node._last_cmd.reason and sim.arm.names[3] in \
+        node._last_cmd.reason
+    assert wait_for(lambda: not np.any(node._last_cmd.velocities), 5)
+    drop.clear()
+    assert wait_for(lambda: moving(node), 20)
+
+
+def test_a_lowered_speed_scale_reaches_the_control_process(ros, robot_packages):
+    node, sim = start_process_mode(ros, robot_packages)
+    assert engage(ros).success
+    assert wait_for(lambda: moving(node), 20)
+    assert ros.set_params('vla_policy', speed_scale=0.05)[0].successful
+    time.sleep(1.0)  # reached at the acceleration limit
+    vmax = node.adapter.velocity * 0.05
+    for _ in range(50):
+        assert np.all(np.abs(node._last_cmd.velocities) <= vmax + 1e-9)
+        time.sleep(0.02)
+
+
+def test_a_killed_inference_process_holds_the_control_process_until_it_serves_again(
+        ros, robot_packages):
+    node, _ = start_process_mode(ros, robot_packages)
+    node.worker.restart_backoff_s = 1.5
+    assert engage(ros).success
+    assert wait_for(lambda: moving(node), 20)
+    served = node.worker.stats.inferences
+    os.kill(node.policy._proc.pid, signal.SIGKILL)
+    assert wait_for(lambda: node._last_cmd.state == 'holding', 10)
+    assert 'inference process' in node._last_cmd.reason
+    assert wait_for(lambda: node.worker.stats.restarts == 1, 60)
+    assert wait_for(lambda: node.worker.stats.inferences > served + 1 and moving(node), 30)
+
+
 # --- the node's process dies or stops --------------------------------------------------------
 
 

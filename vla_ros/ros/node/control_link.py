@@ -112,11 +112,9 @@ class ControlLink:
         return clean
 
     def _kill(self) -> None:
-        self._proc.terminate()
+        """SIGKILL: the process ignores SIGTERM (it is stopped in order, or not at all)."""
+        self._proc.kill()
         self._proc.join(2.0)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(2.0)
 
     def _run(self) -> None:
         next_feed = 0.0

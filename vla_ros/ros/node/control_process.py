@@ -57,9 +57,11 @@ def serve(conn, spec: ControlSpec) -> None:
     from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
 
-    # A terminal's Ctrl-C reaches the whole process group: the node stops this process in
-    # order (the arm brought to rest first), so it does not act on it.
+    # A terminal's Ctrl-C, or a launch's SIGTERM, reaches the whole process group: the node
+    # stops this process in order (the arm brought to rest first), so it does not act on
+    # them; if the node dies instead, the pipe's end does the same here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError), open('/proc/self/comm', 'w') as f:
         f.write(PROCESS_NAME)
     context = Context()
@@ -261,8 +263,10 @@ class ControlProcess:
         try:
             measured = self.adapter.joint_positions(joints.names, joints.positions)
             self.safety.engage(measured)
-        except (KeyError, RuntimeError) as e:
+        except KeyError as e:
             return False, f'cannot engage: {e}'
+        except RuntimeError as e:  # the e-stop is latched
+            return False, str(e)
         return True, 'engaged: moving from the current pose'
 
     # --- one tick ----------------------------------------------------------------------------
