@@ -1,20 +1,18 @@
-"""The vla_policy node's control path: the control thread, its tick, and trajectory updates.
+"""The vla_policy node's control path: the control thread, its tick, and trajectory updates;
+and the tick's message helpers, which the control process (control_process.py) uses too.
 
-Threads: `_control_loop` is its own thread (not an executor timer; see policy_node.py) that
-owns the SafetyFilter through `_safety_lock` and publishes every command: streamed setpoints
-each tick, and for trajectory controllers the plan ahead every `trajectory_rate_hz` period
-(on the control thread's absolute schedule, so no period is skipped or sent twice) and a
-hold at once, on the tick the filter stops tracking; gripper goals follow the filter's
-state (gripper.py). Every tick runs the filter, whatever the inputs: with joint states
-missing or incomplete it holds from its last command, so a fault can never leave the arm on
-an old plan or end in a jump. Mixed into VlaPolicyNode.
+Threads (`control_process` false): `_control_loop` is its own thread (not an executor
+timer; see policy_node.py) that owns the SafetyFilter through `_safety_lock` and publishes
+every command: streamed setpoints each tick, and for trajectory controllers the plan ahead
+every `trajectory_rate_hz` period (on the control thread's absolute schedule, so no period
+is skipped or sent twice) and a hold at once, on the tick the filter stops tracking;
+gripper goals follow the filter's state (gripper.py). Every tick runs the filter, whatever
+the inputs: with joint states missing or incomplete it holds from its last command, so a
+fault can never leave the arm on an old plan or end in a jump. Mixed into VlaPolicyNode.
 
-Why a thread and not a process: the thread shares the GIL with the executor and the worker,
-and on 2 loaded cores its p99 period error is 2.2x that of a bare loop beside it (README,
-performance). A loop in its own process (own rclpy context, joint-state subscription, safety
-filter and publisher, the plan through shared memory) would not share it; until then the
-inference work is out of this process, frames are not pickled and the executor has one
-thread (2.26x against 3.74x with four, interleaved in one session).
+The thread shares the GIL with the executor and the worker: on 2 loaded cores its p99
+period error was 2.2x that of a bare loop beside it (README, performance), which is why the
+loop runs in its own process by default (`control_process`, control_process.py).
 The image-stamp -> command latency is taken when the command carrying the new chunk leaves.
 """
 

@@ -4,9 +4,14 @@ Threads and what they own:
   executor callbacks  subscriptions store into InputSlots; services, parameters, status.
                       Four threads (make_executor): an e-stop is never queued behind a
                       parameter request or a lifecycle transition.
-  control thread      the control loop at control_rate_hz: owns the SafetyFilter through
-                      `_safety_lock` (which services and parameter callbacks also take) and
-                      publishes the streamed commands. A thread sleeping to absolute tick
+  control process     (`control_process`, the default) the control loop at control_rate_hz
+                      with its own node, joint states, SafetyFilter and command publisher
+                      (control_process.py); the node feeds it through control_link.py, whose
+                      thread (`vla_control_link`) also takes its reports (control_remote.py).
+  control thread      (`control_process` false) the same loop in this process: owns the
+                      SafetyFilter through `_safety_lock` (which services and parameter
+                      callbacks also take; in process mode it guards the filter's mirror)
+                      and publishes the commands. A thread sleeping to absolute tick
                       times, not an executor timer: measured on 2 cores, an rclpy timer at
                       100 Hz in a MultiThreadedExecutor busy with two camera streams ran at
                       about half rate (period error p50 9.5 ms), inference in or out of process.
@@ -15,7 +20,9 @@ Threads and what they own:
   loader thread       (hot-swap only) loads and warms a new package, hands it to the worker.
 This file holds the lifecycle and the ROS entities; the rest of
 the node is mixed in from its own modules beside it: inputs.py (subscriptions, callbacks, the
-worker's snapshot), control.py (control thread, trajectory updates), gripper.py (gripper
+worker's snapshot), control.py (control thread, trajectory updates), control_remote.py (the
+requests to the filter in either mode, the control process's start, feed and end),
+executor.py (the executor and its spin loop), gripper.py (gripper
 filters and their action clients), engage.py (the engage gate, engage/reset services, the
 stop on leaving active), swap.py (model loading and hot-swap), reconfigure.py (parameter
 declaration and changes), status.py (~/status, /diagnostics), guard.py (the callback guard).
