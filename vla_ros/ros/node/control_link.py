@@ -36,7 +36,7 @@ class ControlProcessError(RuntimeError):
 
 
 class ControlLink:
-    def __init__(self, spec: ControlSpec, inputs: Callable[[], dict],
+    def __init__(self, spec: ControlSpec, inputs: Callable[[], dict | None],
                  on_report: Callable[[dict], None], on_ended: Callable[[str], None]) -> None:
         self.spec = spec
         self._inputs, self._on_report, self._on_ended = inputs, on_report, on_ended
@@ -121,7 +121,9 @@ class ControlLink:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_feed:
-                self.send('inputs', self._inputs())
+                inputs = self._inputs()
+                if inputs is not None:
+                    self.send('inputs', inputs)
                 next_feed = now + FEED_PERIOD_S
             try:
                 if self._conn.poll(max(0.0, next_feed - time.monotonic())):

@@ -97,21 +97,24 @@ class RemoteControlMixin:
         """disengage, estop (reason), reset: to the filter, or its mirror and the process."""
         with self._safety_lock:
             getattr(self.safety, op)(*args)
-        if self._link is not None:
-            self._link.send(op, *args)
+        link = self._link  # (read once: a transition may end it meanwhile)
+        if link is not None:
+            link.send(op, *args)
 
     def _set_filter_config(self, config) -> None:
         with self._safety_lock:
             self.safety.config = config
-        if self._link is not None:
-            self._link.send('safety_config', config)
+        link = self._link
+        if link is not None:
+            link.send('safety_config', config)
 
     def _engage_filter(self, measured: np.ndarray) -> tuple[bool, str]:
         if self._control_ended:
             return False, (f'cannot engage: {self._control_ended}; deactivate and activate '
                            'to start a new control process')
-        if self._link is not None:
-            return self._link.request('engage')
+        link = self._link
+        if link is not None:
+            return link.request('engage')
         with self._safety_lock:
             try:
                 self.safety.engage(measured)
@@ -122,17 +125,20 @@ class RemoteControlMixin:
     def _send_plan(self) -> None:
         """Process mode: the queue's plan as it is now (after a merge or a clear). Read and
         sent under one lock, so the last message is always the queue's latest state."""
-        if self._link is None or self.queue is None:
+        link, queue = self._link, self.queue
+        if link is None or queue is None:
             return
         with self._plan_lock:
-            chunk = self.queue.last_chunk
-            self._link.send('plan', self.queue.plan(), self.queue.chunks_merged,
-                            chunk.stamp_s if chunk is not None else None)
+            chunk = queue.last_chunk
+            link.send('plan', queue.plan(), queue.chunks_merged,
+                      chunk.stamp_s if chunk is not None else None)
 
     # --- the link thread ---------------------------------------------------------------------
 
-    def _control_inputs(self) -> dict:
-        """What the process's tick needs from this process, every FEED_PERIOD_S."""
+    @guarded('control inputs')
+    def _control_inputs(self) -> dict | None:
+        """What the process's tick needs from this process, every FEED_PERIOD_S (None after
+        a failure: nothing is sent, and the process holds once the inputs are stale)."""
         callback = (self._callback_fault if time.monotonic() - self._callback_fault_at <
                     CALLBACK_FAULT_HOLD_S else '')
         return {'cameras': {c: f.received_s for c, f in self.slots.frames().items()},

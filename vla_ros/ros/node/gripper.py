@@ -75,8 +75,9 @@ class GripperMixin:
         (a frozen dataclass swapped whole, so the control thread reads one or the other)."""
         for f, _ in self._gripper_channels + self._joint_grippers:
             f.config = replace(f.config, **{CONFIG_PARAMS[name]: value})
-        if self._link is not None:  # the joint grippers' filters of the control process
-            self._link.send('gripper_config', replace(self._gripper_config(),
+        link = self._link
+        if link is not None:  # the joint grippers' filters of the control process
+            link.send('gripper_config', replace(self._gripper_config(),
                                                       **{CONFIG_PARAMS[name]: value}))
 
     # --- control thread ----------------------------------------------------------------------
