@@ -127,9 +127,11 @@ def test_deactivate_stops_the_control_process_and_activate_starts_a_new_one(
     node, _ = start_process_mode(ros, robot_packages)
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
-    pid = node._link.pid
+    link = node._link
+    pid = link.pid
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert not alive(pid) and node._link is None
+    assert link._proc.exitcode == 0  # it stopped by itself, at rest
     assert not np.any(node._last_cmd.velocities)
     time.sleep(0.3)  # nothing in flight is left to arrive
     n = len(got)
@@ -143,6 +145,17 @@ def test_deactivate_stops_the_control_process_and_activate_starts_a_new_one(
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert not alive(second) and control_children(os.getpid()) == []
+
+
+def test_shutdown_from_active_brings_the_arm_to_rest_and_ends_the_control_process(
+        ros, robot_packages):
+    node, _ = start_process_mode(ros, robot_packages)
+    assert engage(ros).success
+    assert wait_for(lambda: moving(node), 20)
+    link = node._link
+    assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+    assert not alive(link.pid) and link._proc.exitcode == 0
+    assert control_children(os.getpid()) == []
 
 
 def test_a_killed_control_process_is_an_error_and_nothing_more_comes_from_its_plan(
