@@ -27,7 +27,7 @@ from vla_ros.ros.node.control_wire import (
 )
 
 START_TIMEOUT_S = 60.0  # a fresh interpreter importing rclpy and numpy on a loaded machine
-REQUEST_TIMEOUT_S = 4.0  # above control_process.ENGAGE_WAIT_S
+REQUEST_TIMEOUT_S = 6.0  # above control_process.ENGAGE_WAIT_S
 STALL_S = 2.0  # no report for this long (200 ticks at 100 Hz): the process is hung
 
 

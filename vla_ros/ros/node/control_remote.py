@@ -31,7 +31,7 @@ from vla_ros.ros.node.control_link import ControlLink
 from vla_ros.ros.node.control_wire import ControlSpec
 from vla_ros.ros.node.guard import CALLBACK_FAULT_HOLD_S, guarded
 
-JOINTS_WAIT_S = 5.0
+JOINTS_WAIT_S = 10.0
 REST_REPEATS = 3
 
 
@@ -51,12 +51,13 @@ class RemoteControlMixin:
         self._link = ControlLink(self._control_spec(), self._control_inputs,
                                  self._on_control_report, self._on_control_ended)
         self._send_plan()
-        # Its subscription is matched a second or so after its start: where the joint states
-        # already arrive here, activation waits (bounded) until they do there, so that an
-        # engage right after it starts from them, as in thread mode.
-        end = time.monotonic() + JOINTS_WAIT_S
-        while self.slots.joints() is not None and not self._control_measured and \
-                self._link.alive and time.monotonic() < end:
+        # Its subscription is matched a second or so after its start: while the joint states
+        # arrive here (or may still, the first second), activation waits, bounded, until they
+        # do there, so that an engage right after it starts from them, as in thread mode.
+        t0 = time.monotonic()
+        while not self._control_measured and self._link.alive and \
+                time.monotonic() - t0 < JOINTS_WAIT_S and \
+                (self.slots.joints() is not None or time.monotonic() - t0 < 1.0):
             time.sleep(0.02)
         self.get_logger().info(f'control loop in its own process (pid {self._link.pid})')
 

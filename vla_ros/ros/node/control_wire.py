@@ -35,7 +35,7 @@ PROCESS_NAME = 'vla_control'  # /proc/PID/comm, what ps and top show
 MAX_UNREAD_BYTES = 64 * 1024
 # An engage that comes before this process's first joint states (just started: its
 # subscription is still being matched) waits this long for them.
-ENGAGE_WAIT_S = 3.0
+ENGAGE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
