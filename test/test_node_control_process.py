@@ -230,6 +230,55 @@ def test_a_killed_inference_process_holds_the_control_process_until_it_serves_ag
     assert wait_for(lambda: node.worker.stats.inferences > served + 1 and moving(node), 30)
 
 
+def test_a_failing_tick_of_the_control_process_holds_for_a_second_and_it_goes_on(
+        ros, robot_packages):
+    """The process's loop without a process: its tick in this one, fed by hand."""
+    import multiprocessing
+
+    from vla_ros.adapters.gripper_filter import GripperFilterConfig
+    from vla_ros.adapters.safety import SafetyConfig
+    from vla_ros.ros.node.control_process import ControlProcess
+    from vla_ros.ros.node.control_wire import ControlSpec
+    from vla_ros.runtime.chunking.trajectory import Trajectory
+
+    sim = SimRobotNode(*FR3, context=ros.context)
+    ros.add(sim, own_executor=True)
+    names = tuple(sim.arm.names)
+    ours, theirs = multiprocessing.Pipe()
+    spec = ControlSpec('unit', '/', 'fr3', FR3[1], names, names,
+                       {'command': FR3_TOPIC, 'joint_states': '/joint_states',
+                        'estop': '/unit/estop'}, (), 100.0, 10.0, SafetyConfig(),
+                       GripperFilterConfig(), False, 0, os.getppid())
+    loop = ControlProcess(theirs, spec, ros.context)
+    try:
+        def tick() -> None:
+            loop.inputs_at = time.monotonic()  # a node that feeds it
+            loop._drain()
+            loop.guarded_tick(time.monotonic())
+
+        loop.inputs.update(max_staleness_ms=1000.0)
+        assert wait_for(lambda: (tick(), loop.slots.joints() is not None)[1], 10)
+        now = loop.now_s()
+        pose = sim.arm.state()[0]
+        loop.plan = Trajectory(now + np.arange(50) * 0.1, pose + np.linspace(0, 0.3, 50)[:, None])
+        assert loop._engage()[0]
+        for _ in range(20):
+            tick()
+        assert loop.last_cmd.state == 'engaged'
+        original = loop.adapter.joint_targets
+        loop.adapter.joint_targets = lambda *_: 1 / 0
+        tick()
+        loop.adapter.joint_targets = original
+        tick()
+        assert loop.last_cmd.state == 'holding' and 'ZeroDivisionError' in loop.last_cmd.reason
+        time.sleep(1.0)
+        tick()
+        assert loop.last_cmd.state == 'engaged'  # it went on, and tracks again
+    finally:
+        loop.node.destroy_node()
+        ours.close()
+
+
 # --- the node's process dies or stops --------------------------------------------------------
 
 

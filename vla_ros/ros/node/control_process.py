@@ -164,14 +164,17 @@ class ControlProcess:
             t_mono = time.monotonic()
             self.ticks.append(t_mono)
             self._drain()
-            try:
-                self._tick(t_mono)
-            except Exception as e:  # as the node's guard: hold for a second, log, go on
-                self.tick_fault = f'control tick failed: {type(e).__name__}: {e}'
-                self.tick_fault_at = time.monotonic()
-                self.log('tick', 2.0, f'{self.tick_fault}; holding')
+            self.guarded_tick(t_mono)
             next_t = wait_for_next_tick(next_t, self.period)
         self._report(force=True)
+
+    def guarded_tick(self, t_mono: float) -> None:
+        try:
+            self._tick(t_mono)
+        except Exception as e:  # as the node's guard: hold for a second, log, go on
+            self.tick_fault = f'control tick failed: {type(e).__name__}: {e}'
+            self.tick_fault_at = time.monotonic()
+            self.log('tick', 2.0, f'{self.tick_fault}; holding')
 
     def _done(self) -> bool:
         """After a stop: once the filter is at rest and the rest has gone out (two ticks), or
