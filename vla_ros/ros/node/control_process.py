@@ -204,12 +204,19 @@ class ControlProcess:
             while self.conn.poll():
                 self._handle(self.conn.recv())
         except (EOFError, OSError):
-            self.parent_gone = True
-        if self.parent_gone or os.getppid() != self.spec.parent_pid:
-            self.parent_gone = True
-            self.node.get_logger().error('the node process ended: braking to rest, exiting')
-            self._stop('the node process ended')
-            self.stopping = 'the node process ended'  # whatever stop came before
+            self._node_gone()
+            return
+        if os.getppid() != self.spec.parent_pid:  # reparented: the node has ended
+            self._node_gone()
+
+    def _node_gone(self) -> None:
+        """The pipe's end, a failed send or a new parent: brake to rest and exit."""
+        if self.parent_gone:
+            return
+        self.parent_gone = True
+        self.node.get_logger().error('the node process ended: braking to rest, exiting')
+        self._stop('the node process ended')
+        self.stopping = 'the node process ended'  # whatever stop came before
 
     def _handle(self, msg: tuple) -> None:
         op = msg[0]
@@ -242,7 +249,7 @@ class ControlProcess:
         try:
             return send_if_room(self.conn, msg)
         except OSError:
-            self.parent_gone = True
+            self._node_gone()
             return False
 
     def _answer_engage(self) -> None:
