@@ -60,6 +60,10 @@ class RemoteControlMixin:
                 (self.slots.joints() is not None or time.monotonic() - t0 < 1.0):
             time.sleep(0.02)
         self.get_logger().info(f'control loop in its own process (pid {self._link.pid})')
+        if not self._control_measured and self.slots.joints() is not None:
+            self.get_logger().warn(f'the control process has no joint_states after '
+                                   f'{JOINTS_WAIT_S:g} s (its subscription is not matched '
+                                   'yet); it holds, and an engage waits for them')
 
     def _control_spec(self) -> ControlSpec:
         m = self.manifest
