@@ -12,7 +12,7 @@ fault can never leave the arm on an old plan or end in a jump. Mixed into VlaPol
 
 The thread shares the GIL with the executor and the worker: on 2 loaded cores its p99
 period error was 2.2x that of a bare loop beside it (README, performance), which is why the
-loop can run in its own process instead (`control_process`, control_process.py).
+loop runs in its own process by default (`control_process`, control_process.py).
 The image-stamp -> command latency is taken when the command carrying the new chunk leaves.
 """
 

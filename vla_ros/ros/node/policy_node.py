@@ -4,7 +4,7 @@ Threads and what they own:
   executor callbacks  subscriptions store into InputSlots; services, parameters, status.
                       Four threads (make_executor): an e-stop is never queued behind a
                       parameter request or a lifecycle transition.
-  control process     (`control_process` true) the control loop at control_rate_hz
+  control process     (`control_process`, the default) the control loop at control_rate_hz
                       with its own node, joint states, SafetyFilter and command publisher
                       (control_process.py); the node feeds it through control_link.py, whose
                       thread (`vla_control_link`) also takes its reports (control_remote.py).
