@@ -163,7 +163,8 @@ FAULT_ROWS: list[dict] = []
 
 class Recorder:
     """Every output of the node's safety filter with the tick it came from, and every
-    command message the node published, in order (wraps the real objects)."""
+    command message the node published, in order (wraps the real objects: a node whose
+    control loop is its own thread, control_process false)."""
 
     def __init__(self, node) -> None:  # a VlaPolicyNode
         self.node = node

@@ -132,7 +132,7 @@ def test_a_joint_missing_from_joint_states_holds_through_the_filter(ros, robot_p
     drop: set[str] = set()
     relay_joint_states(ros, drop)
     node, sim = start(ros, robot_packages[robot], robot, controller,
-                      joint_states_topic='/relay/joint_states')
+                      joint_states_topic='/relay/joint_states', control_process=False)
     rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
@@ -175,7 +175,7 @@ def test_a_killed_inference_process_holds_at_once_restarts_and_serves_again(
     from diagnostic_msgs.msg import DiagnosticStatus
 
     statuses = ros.collect(DiagnosticStatus, '/vla_policy/status')
-    node, _ = start(ros, robot_packages[robot], robot, controller)
+    node, _ = start(ros, robot_packages[robot], robot, controller, control_process=False)
     # The back-off spans three status periods (0.5 s), so the restart is on ~/status for at
     # least one of them even when the new process starts at once.
     node.worker.restart_backoff_s = 1.5
@@ -208,7 +208,7 @@ def test_a_killed_inference_process_holds_at_once_restarts_and_serves_again(
 
 def test_trajectory_hold_goes_out_on_the_tick_the_fault_is_seen_and_is_reachable(
         ros, robot_packages):
-    node, _ = start(ros, robot_packages['xarm6'])
+    node, _ = start(ros, robot_packages['xarm6'], control_process=False)
     rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)
@@ -234,7 +234,7 @@ def test_trajectory_hold_goes_out_on_the_tick_the_fault_is_seen_and_is_reachable
 
 
 def test_trajectory_updates_keep_their_period(ros, robot_packages):
-    node, _ = start(ros, robot_packages['xarm6'])
+    node, _ = start(ros, robot_packages['xarm6'], control_process=False)
     rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: sum(s == 'engaged' for _, s, _ in rec.published) >= 12, 30)

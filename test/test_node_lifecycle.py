@@ -48,7 +48,7 @@ def test_engage_is_refused_until_active_and_activate_never_moves_by_itself(ros,
 @pytest.mark.parametrize('robot,controller', [FR3, ('xarm6', '')], ids=['stream', 'trajectory'])
 def test_deactivate_while_moving_brings_the_arm_to_rest_first(ros, robot_packages, robot,
                                                              controller):
-    node, sim = start(ros, robot_packages[robot], robot, controller)
+    node, sim = start(ros, robot_packages[robot], robot, controller, control_process=False)
     rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: moving(node), 20)

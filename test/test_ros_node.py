@@ -153,7 +153,7 @@ def test_configure_fails_clearly_when_joint_names_do_not_match(ros, robot_packag
 
 def test_a_camera_that_stops_ends_in_a_hold_and_a_diagnostic(ros, robot_packages):
     diags = ros.collect(DiagnosticArray, '/diagnostics')
-    node, _ = start(ros, robot_packages['xarm6'], max_staleness_ms=300.0)
+    node, _ = start(ros, robot_packages['xarm6'], max_staleness_ms=300.0, control_process=False)
     rec = Recorder(node)
     assert engage(ros).success
     assert wait_for(lambda: node._last_cmd is not None and node._last_cmd.state == 'engaged',
@@ -220,7 +220,9 @@ def test_joint_states_with_nan_are_rejected(ros, robot_packages):
 
 
 def test_an_exception_in_a_callback_holds_and_the_node_keeps_spinning(ros, robot_packages):
-    node, _ = start(ros, robot_packages['fr3'], 'fr3', 'forward_position_controller')
+    # The control tick that fails is the node's own (its adapter is patched here).
+    node, _ = start(ros, robot_packages['fr3'], 'fr3', 'forward_position_controller',
+                    control_process=False)
     assert engage(ros).success
     assert wait_for(lambda: node._last_cmd is not None and node._last_cmd.state == 'engaged',
                     20)

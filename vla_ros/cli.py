@@ -53,6 +53,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     n.add_argument('--controller', default='')
     n.add_argument('--control-rate-hz', type=float, default=100.0)
     n.add_argument('--swap-to', help='package to hot-swap to after the timed run')
+    n.add_argument('--control', choices=('thread', 'process'),
+                   help='where the control loop runs (the control_process parameter; default: '
+                   "the node's default)")
     n.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
                    help='vla_policy parameter (repeatable), e.g. control_rt_priority=50')
     q = p.add_argument_group('queue bench')
@@ -131,6 +134,8 @@ def _bench_node(args: argparse.Namespace) -> int:
             print(f'vla-ros bench node: --param {item!r} is not NAME=VALUE', file=sys.stderr)
             return 2
         params[name] = yaml.safe_load(value)
+    if args.control:
+        params['control_process'] = args.control == 'process'
     report = run_node_bench(args.model, args.robot, args.controller, args.duration_s,
                             args.control_rate_hz, args.swap_to, params=params,
                             progress=(lambda _: None) if args.json else print)

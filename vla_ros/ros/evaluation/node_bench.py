@@ -161,6 +161,16 @@ def _thread_cpu_s() -> dict[str, float]:
     return out
 
 
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process (the control process: a process of its own)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def _start_reference(rate_hz: float) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, '-m', 'vla_ros.ros.evaluation.reference_loop',
                              str(rate_hz)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -202,6 +212,8 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
             inferences0 = node.worker.stats.inferences
             node.worker.stats.exit_counts.clear()
             cpu0 = _thread_cpu_s()
+            link = node._link
+            ctl0 = _process_cpu_s(link.pid) if link is not None else 0.0
             t0 = time.monotonic()
             while time.monotonic() - t0 < duration_s:
                 time.sleep(min(1.0, duration_s - (time.monotonic() - t0)))
@@ -210,6 +222,10 @@ def run_node_bench(package: str, robot: str = 'xarm6', controller: str = '',
             cpu1 = _thread_cpu_s()
             report['thread_cpu_fraction'] = {k: (v - cpu0.get(k, 0.0)) / (t1 - t0)
                                              for k, v in sorted(cpu1.items())}
+            report['control_loop'] = node._control_process_state()
+            if link is not None:
+                report['control_process_cpu_fraction'] = \
+                    (_process_cpu_s(link.pid) - ctl0) / (t1 - t0)
             main = tick_stats(window(node._tick_log, t0, t1), control_rate_hz)
             report.update(main)
             report.update(runtime_report(node, m, inferences0))

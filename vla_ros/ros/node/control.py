@@ -1,20 +1,18 @@
-"""The vla_policy node's control path: the control thread, its tick, and trajectory updates.
+"""The vla_policy node's control path: the control thread, its tick, and trajectory updates;
+and the tick's message helpers, which the control process (control_process.py) uses too.
 
-Threads: `_control_loop` is its own thread (not an executor timer; see policy_node.py) that
-owns the SafetyFilter through `_safety_lock` and publishes every command: streamed setpoints
-each tick, and for trajectory controllers the plan ahead every `trajectory_rate_hz` period
-(on the control thread's absolute schedule, so no period is skipped or sent twice) and a
-hold at once, on the tick the filter stops tracking; gripper goals follow the filter's
-state (gripper.py). Every tick runs the filter, whatever the inputs: with joint states
-missing or incomplete it holds from its last command, so a fault can never leave the arm on
-an old plan or end in a jump. Mixed into VlaPolicyNode.
+Threads (`control_process` false): `_control_loop` is its own thread (not an executor
+timer; see policy_node.py) that owns the SafetyFilter through `_safety_lock` and publishes
+every command: streamed setpoints each tick, and for trajectory controllers the plan ahead
+every `trajectory_rate_hz` period (on the control thread's absolute schedule, so no period
+is skipped or sent twice) and a hold at once, on the tick the filter stops tracking;
+gripper goals follow the filter's state (gripper.py). Every tick runs the filter, whatever
+the inputs: with joint states missing or incomplete it holds from its last command, so a
+fault can never leave the arm on an old plan or end in a jump. Mixed into VlaPolicyNode.
 
-Why a thread and not a process: the thread shares the GIL with the executor and the worker,
-and on 2 loaded cores its p99 period error is 2.2x that of a bare loop beside it (README,
-performance). A loop in its own process (own rclpy context, joint-state subscription, safety
-filter and publisher, the plan through shared memory) would not share it; until then the
-inference work is out of this process, frames are not pickled and the executor has one
-thread (2.26x against 3.74x with four, interleaved in one session).
+The thread shares the GIL with the executor and the worker: on 2 loaded cores its p99
+period error was 2.2x that of a bare loop beside it (README, performance), which is why the
+loop runs in its own process by default (`control_process`, control_process.py).
 The image-stamp -> command latency is taken when the command carrying the new chunk leaves.
 """
 
@@ -42,6 +40,18 @@ class ControlMixin:
         stale = self.slots.staleness(now, self.p('max_staleness_ms') / 1000.0)
         if stale:
             return stale
+        robot = self._robot_fault()
+        if robot:
+            return robot
+        if target is None:
+            return 'no plan yet'
+        if target.starved and self.p('hold_on_stale_inference'):
+            return 'inference stale (plan ran out)'
+        return ''
+
+    def _robot_fault(self) -> str:
+        """The robot's program and speed slider, and the inference process: '' or why the
+        arm must hold (also sent to the control process, control_remote.py)."""
         if not self._program_running:
             return 'robot program not running'
         if self._external_scale <= 0.0:  # the UR speed slider at 0: the robot will not move
@@ -55,10 +65,6 @@ class ControlMixin:
         ended = getattr(worker.policy, 'ended', None) if worker is not None else None
         if ended is not None and ended():  # the worker restarts it
             return 'inference process ended'
-        if target is None:
-            return 'no plan yet'
-        if target.starved and self.p('hold_on_stale_inference'):
-            return 'inference stale (plan ran out)'
         return ''
 
     def _control_loop(self) -> None:
@@ -82,14 +88,6 @@ class ControlMixin:
         except (PermissionError, OSError) as e:
             self.get_logger().warn(f'control_rt_priority {prio} not applied ({e}); allow it '
                                    'with an rtprio limit (limits.conf) or CAP_SYS_NICE')
-
-    def _stop_control(self) -> None:
-        self._control_stop.set()
-        if self._control_thread is not None:
-            self._control_thread.join(timeout=5.0)
-            if self._control_thread.is_alive():
-                self.get_logger().error('control thread did not stop within 5 s')
-            self._control_thread = None
 
     def _count_tick(self, t_mono: float) -> None:
         period = 1.0 / self.p('control_rate_hz')
@@ -151,13 +149,9 @@ class ControlMixin:
             self._log_every('hold', 2.0, 'warn', f'holding: {cmd.reason}')
         previous, self._last_cmd = self._last_cmd, cmd
         mode = self.adapter.controller.mode
-        if mode == 'position_stream':
-            self._pubs['command'].publish(Float64MultiArray(data=cmd.positions.tolist()))
-        elif mode == 'joint_state':
-            msg = JointState(name=list(self.adapter.joint_names),
-                             position=cmd.positions.tolist(), velocity=cmd.velocities.tolist())
-            msg.header.stamp = self.get_clock().now().to_msg()
-            self._pubs['command'].publish(msg)
+        if mode != 'trajectory':
+            self._pubs['command'].publish(stream_message(
+                mode, self.adapter.joint_names, cmd, self.get_clock().now().to_msg()))
         elif not self._tick_trajectory(cmd, previous, measured, now):
             return  # nothing left this tick: the chunk's latency is taken when a plan does
         if self._e2e_pending is not None and cmd.state == 'engaged':
@@ -170,53 +164,84 @@ class ControlMixin:
         the tick the filter stops tracking (the controller would otherwise finish the old
         plan), then every period while it holds. True if a message was published."""
         every = max(1, int(round(self.p('control_rate_hz') / self.p('trajectory_rate_hz'))))
-        self._trajectory_tick += 1
-        stopped = cmd.state != 'engaged' and previous is not None and \
-            previous.state == 'engaged'
-        if not stopped and self._trajectory_tick % every != 0:
+        due, self._trajectory_tick = trajectory_due(self._trajectory_tick, every, cmd, previous)
+        if not due:
             return False
-        self._trajectory_tick = 0
-        msg = JointTrajectory()
-        msg.joint_names = list(self.adapter.joint_names)
-        safe = None
-        if cmd.state == 'engaged':
-            view = self.queue.plan_view(now, step_s=0.1)
-            if view is not None:
-                points = np.stack([self.adapter.joint_targets(p, measured)[0]
-                                   for p in view.positions])
-                with self._safety_lock:
-                    safe = self.safety.filter_trajectory(view.time_from_start_s, points,
-                                                         self._external_scale)
-            if safe is not None and len(safe[0]) < 2:
-                safe = None  # nothing ahead of now: hold rather than send an empty trajectory
-        if safe is None:
-            with self._safety_lock:
-                safe = braking_trajectory(self.safety)
-            times, pos, vel = safe
-        else:
-            times, pos, vel = (a[1:] for a in safe)  # the first point is now
-        for t, q, v in zip(times, pos, vel, strict=True):
-            pt = JointTrajectoryPoint(positions=q.tolist(), velocities=v.tolist())
-            pt.time_from_start = duration_msg(float(t))
-            msg.points.append(pt)
-        self._pubs['command'].publish(msg)
+        view = self.queue.plan_view(now, step_s=0.1) if cmd.state == 'engaged' else None
+        self._pubs['command'].publish(trajectory_update(
+            view, self.adapter, self.safety, measured, self._external_scale,
+            self._safety_lock))
         return True
+
+
+# --- one tick's messages, shared with the control process (control_process.py) -------------
+
+
+def stream_message(mode: str, joint_names, cmd, stamp):
+    """A streamed command: Float64MultiArray (position_stream) or JointState (joint_state)."""
+    if mode == 'position_stream':
+        return Float64MultiArray(data=cmd.positions.tolist())
+    msg = JointState(name=list(joint_names), position=cmd.positions.tolist(),
+                     velocity=cmd.velocities.tolist())
+    msg.header.stamp = stamp
+    return msg
+
+
+def trajectory_due(counter: int, every: int, cmd, previous) -> tuple[bool, int]:
+    """Whether a trajectory message goes out this tick, and the counter's next value: every
+    `every` ticks, and at once on the tick the filter stops tracking (the controller would
+    otherwise finish the old plan)."""
+    counter += 1
+    stopped = cmd.state != 'engaged' and previous is not None and previous.state == 'engaged'
+    if not stopped and counter % every != 0:
+        return False, counter
+    return True, 0
+
+
+def trajectory_update(view, adapter, safety, measured: np.ndarray, external_scale: float,
+                      lock) -> JointTrajectory:
+    """The plan ahead through the filter (`view`: the plan from now, None unless engaged),
+    or the braking hold when there is nothing to track. `lock` guards the filter."""
+    safe = None
+    if view is not None:
+        points = np.stack([adapter.joint_targets(p, measured)[0] for p in view.positions])
+        with lock:
+            safe = safety.filter_trajectory(view.time_from_start_s, points, external_scale)
+        if safe is not None and len(safe[0]) < 2:
+            safe = None  # nothing ahead of now: hold rather than send an empty trajectory
+    if safe is None:
+        with lock:
+            times, pos, vel = braking_trajectory(safety)
+    else:
+        times, pos, vel = (a[1:] for a in safe)  # the first point is now
+    return trajectory_message(adapter.joint_names, times, pos, vel)
+
+
+def trajectory_message(joint_names, times, pos, vel) -> JointTrajectory:
+    msg = JointTrajectory()
+    msg.joint_names = list(joint_names)
+    for t, q, v in zip(times, pos, vel, strict=True):
+        pt = JointTrajectoryPoint(positions=q.tolist(), velocities=v.tolist())
+        pt.time_from_start = duration_msg(float(t))
+        msg.points.append(pt)
+    return msg
 
 
 BRAKING_SAMPLE_S = 0.02
 MIN_HOLD_S = 0.1
 
 
-def braking_trajectory(safety) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def braking_trajectory(safety, sample_s: float = BRAKING_SAMPLE_S
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The hold for a trajectory controller: from the filter's command and velocity, each
     joint decelerating at its acceleration limit (times the scale) to a standstill, sampled
-    every 20 ms, ending at rest. The arm follows the filter's command, so this is reachable
-    within the limits from where it is; at rest it is one point where it stands."""
+    every `sample_s` (20 ms), ending at rest. The arm follows the filter's command, so this is
+    reachable within the limits from where it is; at rest it is one point where it stands."""
     amax = safety.amax * safety.config.acceleration_scale
     p0, v0 = safety.cmd.copy(), safety.vel.copy()
     t_stop = np.abs(v0) / amax  # (J,)
     t_end = float(np.max(t_stop, initial=0.0))
-    times = np.arange(BRAKING_SAMPLE_S, t_end, BRAKING_SAMPLE_S)
+    times = np.arange(sample_s, t_end, sample_s)
     times = np.append(times, max(t_end, MIN_HOLD_S))
     t = np.minimum(times[:, None], t_stop[None, :])  # (K, J): each joint stops at its t_stop
     decel = -np.sign(v0) * amax

@@ -45,11 +45,11 @@ class EngageMixin:
         self._engage_until = None
         if self.safety is None:
             return
-        with self._safety_lock:
-            self.safety.disengage()
+        self._to_filter('disengage')
         if self.queue is not None:
             self.queue.clear()
-        alive = self._control_thread is not None and self._control_thread.is_alive()
+            self._send_plan()
+        alive = self._control_alive()
         deadline = time.monotonic() + REST_TIMEOUT_S
         while alive and time.monotonic() < deadline:
             with self._safety_lock:
@@ -66,7 +66,10 @@ class EngageMixin:
 
     def _engage(self) -> tuple[bool, str]:
         # Engaging needs the current pose (motion starts from it); missing camera images
-        # only make the filter hold until they arrive.
+        # only make the filter hold until they arrive. The control process checks its own
+        # joint states (the ones its filter starts from).
+        if self._link is not None or self._control_ended:
+            return self._engage_filter(None)
         joints = self.slots.joints()
         if joints is None:
             return False, 'cannot engage: no joint_states yet'
@@ -74,12 +77,7 @@ class EngageMixin:
         if age * 1000.0 > self.p('max_staleness_ms'):
             return False, f'cannot engage: joint_states are {age * 1000:.0f} ms old'
         measured = self.adapter.joint_positions(joints.names, joints.positions)
-        with self._safety_lock:
-            try:
-                self.safety.engage(measured)
-            except RuntimeError as e:
-                return False, str(e)
-        return True, 'engaged: moving from the current pose'
+        return self._engage_filter(measured)
 
     @guarded('engage service')
     def _on_engage(self, request: SetBool.Request, response: SetBool.Response):
@@ -92,8 +90,7 @@ class EngageMixin:
         elif request.data:
             response.success, response.message = self._engage()
         else:
-            with self._safety_lock:
-                self.safety.disengage()
+            self._to_filter('disengage')
             response.success, response.message = True, 'disengaged: holding'
         self.get_logger().info(f'~/engage {request.data}: {response.message}')
         return response
@@ -103,9 +100,9 @@ class EngageMixin:
         if self.safety is None:
             response.success, response.message = False, 'not configured'
             return response
-        with self._safety_lock:
-            self.safety.reset()
+        self._to_filter('reset')
         self.queue.clear()
+        self._send_plan()
         self._fault = ''
         self._callback_fault_at = -1e9
         response.success, response.message = True, 'reset: e-stop cleared; engage to move'

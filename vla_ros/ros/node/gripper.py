@@ -43,7 +43,7 @@ class GripperMixin:
     def _create_grippers(self) -> None:
         """on_configure, after the adapter: ValueError (the reason) when the configuration
         does not fit the robot."""
-        cfg = GripperFilterConfig(**{f: self.p(n) for n, f in CONFIG_PARAMS.items()})
+        cfg = self._gripper_config()
         interface = self.p('gripper_interface')
         joints = self.adapter.joint_names
         for _, g in self.adapter.action_grippers:
@@ -61,6 +61,9 @@ class GripperMixin:
                                    f'commands no gripper of {self.adapter.robot.name} through '
                                    'a driver action')
 
+    def _gripper_config(self) -> GripperFilterConfig:
+        return GripperFilterConfig(**{f: self.p(n) for n, f in CONFIG_PARAMS.items()})
+
     def _destroy_grippers(self) -> None:
         for _, channel in self._gripper_channels:
             channel.destroy()
@@ -72,26 +75,19 @@ class GripperMixin:
         (a frozen dataclass swapped whole, so the control thread reads one or the other)."""
         for f, _ in self._gripper_channels + self._joint_grippers:
             f.config = replace(f.config, **{CONFIG_PARAMS[name]: value})
+        link = self._link
+        if link is not None:  # the joint grippers' filters of the control process
+            link.send('gripper_config', replace(self._gripper_config(),
+                                                      **{CONFIG_PARAMS[name]: value}))
 
     # --- control thread ----------------------------------------------------------------------
 
     def _gripper_target_fault(self, targets: list[GripperTarget]) -> str:
-        """A non-finite gripper value is a broken model output: the arm holds on it too."""
-        bad = [t.gripper.action_name for t in targets if not math.isfinite(t.position)]
-        return f'non-finite gripper target ({", ".join(bad)})' if bad else ''
+        return gripper_target_fault(targets)
 
     def _filter_joint_grippers(self, target: np.ndarray, measured: np.ndarray,
                                t_mono: float) -> np.ndarray:
-        """Gripper joints of the arm's command: their targets open or closed, with
-        hysteresis and dwell; the measured position until the first decision. A non-finite
-        value is left for the safety filter to hold on."""
-        for f, j in self._joint_grippers:
-            closure = f.gripper.closure(float(target[j]))
-            if math.isnan(closure):
-                continue
-            f.track(t_mono, closure)
-            target[j] = f.position(f.closed) if f.closed is not None else measured[j]
-        return target
+        return filter_joint_grippers(self._joint_grippers, target, measured, t_mono)
 
     def _tick_grippers(self, state: str, reason: str, targets: list[GripperTarget] | None,
                        t_mono: float) -> None:
@@ -147,3 +143,26 @@ class GripperMixin:
             values[f'{name}_action'] = ', '.join(channel.action_names)
             failing = failing or channel.failing
         return values, failing
+
+
+# --- the tick's gripper steps, shared with the control process (control_process.py) --------
+
+
+def gripper_target_fault(targets: list[GripperTarget]) -> str:
+    """A non-finite gripper value is a broken model output: the arm holds on it too."""
+    bad = [t.gripper.action_name for t in targets if not math.isfinite(t.position)]
+    return f'non-finite gripper target ({", ".join(bad)})' if bad else ''
+
+
+def filter_joint_grippers(joint_grippers: list, target: np.ndarray, measured: np.ndarray,
+                          t_mono: float) -> np.ndarray:
+    """Gripper joints of the arm's command ((GripperFilter, joint index) pairs): their targets
+    open or closed, with hysteresis and dwell; the measured position until the first decision.
+    A non-finite value is left for the safety filter to hold on."""
+    for f, j in joint_grippers:
+        closure = f.gripper.closure(float(target[j]))
+        if math.isnan(closure):
+            continue
+        f.track(t_mono, closure)
+        target[j] = f.position(f.closed) if f.closed is not None else measured[j]
+    return target

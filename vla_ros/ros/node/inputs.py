@@ -91,9 +91,9 @@ class InputsMixin:
     @guarded('e-stop callback')
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
-            with self._safety_lock:
-                self.safety.estop('e-stop topic')
+            self._to_filter('estop', 'e-stop topic')
             self.queue.clear()
+            self._send_plan()
             self.get_logger().warn('E-STOP latched: holding until ~/reset and ~/engage')
 
     @guarded('speed scaling callback')

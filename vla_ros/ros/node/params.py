@@ -140,6 +140,10 @@ PARAMS: tuple[Param, ...] = (
     Param('threads', 0, 'Inference threads (0 = all cores).', range=(0, 256)),
     Param('control_rt_priority', 0, 'SCHED_FIFO priority of the control thread (0 = normal '
           'scheduling; needs an rtprio limit or CAP_SYS_NICE).', range=(0, 99)),
+    Param('control_process', True, 'Run the control loop (joint states in, safety filter, '
+          'commands out) in its own process with its own ROS node, so it never waits for the '
+          'GIL the executor holds while it deserializes images; the plan and the fault inputs '
+          'reach it over a pipe.'),
     Param('inference_process', True, 'Run the model in its own process (lower priority) so '
           'inference never holds the GIL the control loop needs.'),
     Param('qos_reliable_sensors', False, 'Subscribe to cameras and joint states RELIABLE '

@@ -4,9 +4,14 @@ Threads and what they own:
   executor callbacks  subscriptions store into InputSlots; services, parameters, status.
                       Four threads (make_executor): an e-stop is never queued behind a
                       parameter request or a lifecycle transition.
-  control thread      the control loop at control_rate_hz: owns the SafetyFilter through
-                      `_safety_lock` (which services and parameter callbacks also take) and
-                      publishes the streamed commands. A thread sleeping to absolute tick
+  control process     (`control_process`, the default) the control loop at control_rate_hz
+                      with its own node, joint states, SafetyFilter and command publisher
+                      (control_process.py); the node feeds it through control_link.py, whose
+                      thread (`vla_control_link`) also takes its reports (control_remote.py).
+  control thread      (`control_process` false) the same loop in this process: owns the
+                      SafetyFilter through `_safety_lock` (which services and parameter
+                      callbacks also take; in process mode it guards the filter's mirror)
+                      and publishes the commands. A thread sleeping to absolute tick
                       times, not an executor timer: measured on 2 cores, an rclpy timer at
                       100 Hz in a MultiThreadedExecutor busy with two camera streams ran at
                       about half rate (period error p50 9.5 ms), inference in or out of process.
@@ -15,7 +20,9 @@ Threads and what they own:
   loader thread       (hot-swap only) loads and warms a new package, hands it to the worker.
 This file holds the lifecycle and the ROS entities; the rest of
 the node is mixed in from its own modules beside it: inputs.py (subscriptions, callbacks, the
-worker's snapshot), control.py (control thread, trajectory updates), gripper.py (gripper
+worker's snapshot), control.py (control thread, trajectory updates), control_remote.py (the
+requests to the filter in either mode, the control process's start, feed and end),
+executor.py (the executor and its spin loop), gripper.py (gripper
 filters and their action clients), engage.py (the engage gate, engage/reset services, the
 stop on leaving active), swap.py (model loading and hot-swap), reconfigure.py (parameter
 declaration and changes), status.py (~/status, /diagnostics), guard.py (the callback guard).
@@ -34,11 +41,7 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import (
-    ExternalShutdownException,
-    MultiThreadedExecutor,
-    SingleThreadedExecutor,
-)
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
@@ -50,7 +53,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_ros.adapters.safety import SafetyConfig, SafetyFilter
 from vla_ros.ros.conversions import s_to_stamp
 from vla_ros.ros.node.control import ControlMixin
+from vla_ros.ros.node.control_link import ControlProcessError
+from vla_ros.ros.node.control_remote import RemoteControlMixin
 from vla_ros.ros.node.engage import ENGAGE_ON_ACTIVATE_TIMEOUT_S, EngageMixin
+from vla_ros.ros.node.executor import EXECUTORS, make_executor, spin_until  # noqa: F401
 from vla_ros.ros.node.gripper import GripperMixin
 from vla_ros.ros.node.guard import duration_msg
 from vla_ros.ros.node.inputs import InputsMixin
@@ -66,13 +72,14 @@ from vla_ros.runtime.policy.guidance import guided_support
 from vla_ros.runtime.serving.worker import InferenceWorker
 
 
-class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMixin,
-                    ReconfigureMixin, StatusMixin, LifecycleNode):
+class VlaPolicyNode(InputsMixin, ControlMixin, RemoteControlMixin, GripperMixin, EngageMixin,
+                    SwapMixin, ReconfigureMixin, StatusMixin, LifecycleNode):
     """Lifecycle and wiring; the parts live beside this file (see the module docstring)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__('vla_policy', **kwargs)
         self._safety_lock = threading.Lock()
+        self._plan_lock = threading.Lock()  # the plan sent to the control process
         self._reset_state()
         self._param_errors = self._declare_parameters()
         for reason in self._param_errors.values():
@@ -100,6 +107,10 @@ class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMi
         self._swap = {'state': 'idle', 'detail': '', 'started': 0.0, 'missed': 0}
         self._control_stop = threading.Event()
         self._control_thread: threading.Thread | None = None
+        self._link = None  # ControlLink, while the control process runs
+        self._control_ended = ''  # why the control process ended unasked
+        self._control_measured = False  # the control process has seen the arm
+        self._last_report_at = 0.0  # the control process's last reported tick (monotonic)
         self._ticks = []  # control tick times (monotonic), bounded below
         self._tick_log: list[float] | None = None  # every tick, while a bench records
         self._e2e_pending: float | None = None  # stamp of a new chunk not yet commanded
@@ -223,11 +234,13 @@ class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMi
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Starts the worker, the control thread and the status timer. SUCCESS -> active."""
+        try:
+            self._start_control()
+        except ControlProcessError as e:
+            self.get_logger().error(f'activate failed: {e}')
+            self._fault = str(e)
+            return TransitionCallbackReturn.FAILURE
         super().on_activate(state)
-        self._control_stop.clear()
-        self._control_thread = threading.Thread(target=self._control_loop,
-                                                name='vla_control', daemon=False)
-        self._control_thread.start()
         self._timers.append(self.create_timer(0.5, self._on_status,
                                               MutuallyExclusiveCallbackGroup()))
         self.worker.start()
@@ -313,43 +326,11 @@ class VlaPolicyNode(InputsMixin, ControlMixin, GripperMixin, EngageMixin, SwapMi
             pt = JointTrajectoryPoint(positions=row.tolist())
             pt.time_from_start = duration_msg(k * chunk.dt_s)
             msg.points.append(pt)
+        self._send_plan()
         self._pubs['chunk'].publish(msg)
 
     def _on_worker_fault(self, message: str) -> None:
         self._fault = message
-
-
-EXECUTORS = ('single', 'multi')
-
-
-def make_executor(kind: str = 'multi'):
-    """The executor for the node's callbacks: 'multi' (4 threads, the default) or 'single'
-    (SingleThreadedExecutor). With one thread every callback waits for the one running: an
-    e-stop that arrives during a lifecycle transition (configure loads the model; deactivate
-    waits up to 5 s for the arm to brake to rest) or a parameter request would latch only
-    when it ends, so the node runs 'multi', where the e-stop's own callback group always has
-    a thread. The cost, measured with `vla-ros bench node` on 2 loaded cores (same run
-    conditions, 15 s each): missed ticks 241 with 4 threads against 81 with one; tick error
-    p99 15.3 ms against 9.2 ms. `vla-ros bench node --param` runs either for comparison."""
-    if kind not in EXECUTORS:
-        raise ValueError(f'executor {kind!r} is not one of {EXECUTORS}')
-    if kind == 'single':
-        return SingleThreadedExecutor()
-    return MultiThreadedExecutor(num_threads=4)
-
-
-def spin_until(stop: threading.Event, executor, node) -> None:
-    """Spins until `stop` or ROS shutdown. An entity destroyed by a transition (cleanup, a
-    failed configure) while another executor thread waited on it surfaces here as
-    InvalidHandle: rclpy leaves it out of the next wait, so the node spins on (logged)."""
-    from rclpy.exceptions import InvalidHandle
-
-    while not stop.is_set() and rclpy.ok():
-        try:
-            executor.spin_once(timeout_sec=0.1)
-        except InvalidHandle as e:
-            node.get_logger().warn(f'an entity went away while the executor waited on it '
-                                   f'({e}); spinning on')
 
 
 def main(args=None) -> None:

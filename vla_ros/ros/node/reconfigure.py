@@ -169,9 +169,7 @@ class ReconfigureMixin:
         elif name == 'added_latency_ms':
             self.worker.added_latency_s = value / 1000.0
         elif name in ('speed_scale', 'acceleration_scale'):
-            with self._safety_lock:
-                c = self.safety.config
-                self.safety.config = replace(c, **{name: value})
+            self._set_filter_config(replace(self.safety.config, **{name: value}))
         elif name in ('gripper_fault_behavior', 'gripper_max_effort'):
             self._set_gripper_config(name, value)
 

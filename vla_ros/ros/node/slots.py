@@ -102,12 +102,10 @@ class InputSlots:
         """'' when every input is fresh (by arrival time on the node's clock), else which is
         stale or missing. Arrival time is used because camera clocks may be offset."""
         frames, joints = self.frames(), self.joints()
-        for cam in self.cameras:
-            f = frames.get(cam)
-            if f is None:
-                return f'no image yet from camera {cam}'
-            if now_s - f.received_s > max_age_s:
-                return f'camera {cam} stale ({(now_s - f.received_s) * 1000:.0f} ms)'
+        stale = camera_staleness(self.cameras, {c: f.received_s for c, f in frames.items()},
+                                 now_s, max_age_s)
+        if stale:
+            return stale
         if joints is None:
             return 'no joint_states yet'
         if now_s - joints.received_s > max_age_s:
@@ -117,3 +115,17 @@ class InputSlots:
     def skew_s(self) -> float:
         stamps = [f.stamp_s for f in self.frames().values()]
         return max(stamps) - min(stamps) if len(stamps) > 1 else 0.0
+
+
+def camera_staleness(cameras, received_s: dict[str, float], now_s: float,
+                     max_age_s: float) -> str:
+    """'' when every camera's last frame arrived (`received_s`, node clock) within max_age_s,
+    else which one is missing or stale. Also what the control process checks with the
+    arrival times the node sends it."""
+    for cam in cameras:
+        received = received_s.get(cam)
+        if received is None:
+            return f'no image yet from camera {cam}'
+        if now_s - received > max_age_s:
+            return f'camera {cam} stale ({(now_s - received) * 1000:.0f} ms)'
+    return ''

@@ -40,6 +40,7 @@ class StatusMixin:
             'input_errors': str(self.slots.errors.count),
             'control_period_p99_ms': _percentile(periods, 99, '.2f'),
             'missed_control_ticks': str(self._missed_ticks),
+            'control_loop': self._control_process_state(),
             'external_speed_scale': f'{self._external_scale:.3f}',
             'model_swap': f'{self._swap["state"]} {self._swap["detail"]}'.strip(),
         }
@@ -47,11 +48,13 @@ class StatusMixin:
         values.update(gripper_values)
         holding = safety_state in ('holding', 'estop')
         level = (DiagnosticStatus.ERROR if safety_state == 'estop' or w.stats.failures and
-                 w.stats.last_error == self._fault else
+                 w.stats.last_error == self._fault or self._control_ended else
                  DiagnosticStatus.WARN if holding or self._swap['state'] == 'failed' or
                  gripper_failing else
                  DiagnosticStatus.OK)
         message = (f'{safety_state}: {cmd.reason}' if cmd and cmd.reason else safety_state)
+        if self._control_ended and self._control_ended not in message:
+            message += f'; {self._control_ended}'
         if gripper_failing:
             message += '; gripper: ' + '; '.join(
                 c.last_error for _, c in self._gripper_channels if c.failing)

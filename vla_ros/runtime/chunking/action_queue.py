@@ -57,6 +57,31 @@ class PlanView:
     velocities: np.ndarray  # (K, A)
 
 
+def plan_target(plan: Trajectory | None, t: float) -> Target | None:
+    """The setpoint of a merged plan at time t (None without a plan). The queue answers with
+    it, and so does a control loop in another process that was sent the plan."""
+    if plan is None:
+        return None
+    pos, vel = plan.sample(t)
+    return Target(position=pos[0], velocity=vel[0], starved=t > plan.end)
+
+
+def plan_view(plan: Trajectory | None, t: float, horizon_s: float | None = None,
+              step_s: float | None = None) -> PlanView | None:
+    """A merged plan from t on: at its own knots, or resampled every step_s; velocities from
+    the interpolant (what a joint_trajectory_controller will follow)."""
+    if plan is None or plan.end <= t:
+        return None
+    end = plan.end if horizon_s is None else min(plan.end, t + horizon_s)
+    if step_s is None:
+        inner = plan.times[(plan.times > t + 1e-6) & (plan.times <= end + 1e-9)]
+        times = np.concatenate([[t], inner])
+    else:
+        times = np.arange(t, end + 1e-9, step_s)
+    pos, vel = plan.sample(times)
+    return PlanView(start_s=t, time_from_start_s=times - t, positions=pos, velocities=vel)
+
+
 class ActionQueue:
     """Merges chunks into one plan and answers "target at time t".
 
@@ -171,10 +196,7 @@ class ActionQueue:
                 raise ValueError(f'control time went backwards by {self._last_query_s - t:.6f} s')
             self._last_query_s = max(self._last_query_s, t)
             plan = self._plan
-        if plan is None:
-            return None
-        pos, vel = plan.sample(t)
-        return Target(position=pos[0], velocity=vel[0], starved=t > plan.end)
+        return plan_target(plan, t)
 
     def remaining_s(self, t: float) -> float:
         """Planned time left after t (0 when starved or empty)."""
@@ -192,16 +214,7 @@ class ActionQueue:
         interpolant (what a joint_trajectory_controller will follow)."""
         with self._lock:
             plan = self._plan
-        if plan is None or plan.end <= t:
-            return None
-        end = plan.end if horizon_s is None else min(plan.end, t + horizon_s)
-        if step_s is None:
-            inner = plan.times[(plan.times > t + 1e-6) & (plan.times <= end + 1e-9)]
-            times = np.concatenate([[t], inner])
-        else:
-            times = np.arange(t, end + 1e-9, step_s)
-        pos, vel = plan.sample(times)
-        return PlanView(start_s=t, time_from_start_s=times - t, positions=pos, velocities=vel)
+        return plan_view(plan, t, horizon_s, step_s)
 
     def guidance_prefix(self, stamp_s: float, dt_s: float, horizon: int
                         ) -> tuple[np.ndarray, np.ndarray] | None:
