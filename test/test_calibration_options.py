@@ -166,3 +166,28 @@ def test_calibrate_draws_the_flow_noise_from_its_seed(a1_copy):
     ref = _a1_thresholds(delta, _a1_q('exp', ts.calibration['ratio'], len(delta)))
     assert [v for v, r in zip(ts.values, ref, strict=True) if r is not None] == pytest.approx(
         [r for r in ref if r is not None], rel=1e-6)
+
+
+def test_each_set_records_how_it_was_made(a1_copy):
+    import hashlib
+
+    from vla_ros.runtime.policy.early_exit import NEVER, simulate_exits
+    from vla_ros.runtime.policy.observations import load_observations
+
+    root, data = a1_copy
+    lines: list[str] = []
+    cfg = CalibrationConfig(metrics=('l2',), distributions=('exp',), budgets=(0.9,),
+                            truncated=False, skip_first=True)
+    calibrate_package(root, data, cfg, progress=lines.append)
+    assert lines[0] == f'calibrate: {SAMPLES} observations, 3 exits, full solves'
+    pkg = load_package(root)
+    ts = pkg.manifest.exits.threshold_sets[0]
+    delta = np.array(_reference_delta(pkg, load_observations(data), 'l2', False, False, False))
+    cal = ts.calibration
+    assert ts.values[0] == NEVER  # skip_first: the first decision never stops a sample
+    stops = simulate_exits(delta, np.array(ts.values))
+    assert cal['exit_histogram'] == np.bincount(stops + 1, minlength=3).tolist()
+    assert cal['delta_median'] == pytest.approx(np.median(delta, axis=1).tolist())
+    assert cal['data_sha256'] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert (cal['method'], cal['skip_first'], cal['truncated_flow']) == (
+        'A1 filtered quantile', True, False)
