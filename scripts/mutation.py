@@ -153,17 +153,22 @@ def resume(name: str, children: int) -> dict:
 
 
 def _keep_verdicts(name: str) -> Path:
-    """The module's work copy brought up to the tests and test list as they are now, keeping
-    the verdicts of its run. mutmut takes a changed test list or pytest arguments for a new
-    run and resets every verdict; but a mutant killed by a test of the suite stays killed, so
-    the stored fingerprints are moved to the new configuration (mutmut then collects the
-    coverage of added tests itself), and survivors are what a retest runs again."""
+    """The module's work copy brought up to the code, tests and test list as they are now,
+    keeping the verdicts of its run. mutmut takes a changed test list or pytest arguments for
+    a new run and resets every verdict; but a mutant killed by a test of the suite stays
+    killed, so the stored fingerprints are moved to the new configuration (mutmut then
+    collects the coverage of added tests itself), and survivors are what a retest runs
+    again."""
     work = OUT / 'work' / name
     if not (work / 'mutants').is_dir():
         raise SystemExit(f'{name} has not been run yet (no {work / "mutants"})')
     for dst in (work / 'test', work / 'mutants' / 'test'):
         shutil.rmtree(dst)
         shutil.copytree(ROOT / 'test', dst, ignore=shutil.ignore_patterns('__pycache__'))
+    # The code as it is now: mutmut mutates a changed file again and tests the mutants of
+    # its changed functions anew.
+    shutil.copytree(ROOT / 'vla_ros', work / 'vla_ros', dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns('__pycache__'))
     _write_config(name, work)
     stats_path = work / 'mutants' / 'mutmut-stats.json'
     if stats_path.is_file():
