@@ -72,6 +72,19 @@ def moving(node) -> bool:
 @pytest.mark.parametrize('robot,controller,topic,msg_type', [
     ('fr3', FR3[1], FR3_TOPIC, Float64MultiArray), ('xarm6', '', XARM_TOPIC, JointTrajectory)],
     ids=['stream', 'trajectory'])
+
+def _braked_to_rest_then_silent(got, sim, settle_s: float, quiet_s: float) -> None:
+    """After settle_s no command comes for quiet_s, the arm stands still, and the last
+    commands sent were one pose: the arm was brought to rest, not left on a plan."""
+    time.sleep(settle_s)
+    n = len(got)
+    rest = sim.arm.state()[0]
+    time.sleep(quiet_s)
+    assert len(got) == n
+    assert np.allclose(sim.arm.state()[0], rest, atol=1e-6)
+    last = np.array([m.data for m in got[-3:]])
+    assert np.allclose(last, last[-1], atol=1e-9)
+
 def test_the_control_process_commands_the_sim_robot_from_its_own_node(
         ros, robot_packages, robot, controller, topic, msg_type):
     got = ros.collect(msg_type, topic)
@@ -173,14 +186,7 @@ def test_a_killed_control_process_is_an_error_and_nothing_more_comes_from_its_pl
     values = {kv.key: kv.value for kv in statuses[-1].values}
     assert 'control process ended' in values['control_loop']
     # The node brakes the arm from the last reported command; then nothing more comes.
-    time.sleep(2.0)
-    n = len(got)
-    rest = sim.arm.state()[0]
-    time.sleep(1.0)
-    assert len(got) == n
-    assert np.allclose(sim.arm.state()[0], rest, atol=1e-6)
-    last = np.array([m.data for m in got[-3:]])
-    assert np.allclose(last, last[-1], atol=1e-9)  # the last commands are at rest
+    _braked_to_rest_then_silent(got, sim, settle_s=2.0, quiet_s=1.0)
     ok = engage(ros)
     assert not ok.success and 'control process' in ok.message
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
@@ -320,14 +326,7 @@ def test_a_dead_node_process_leaves_the_arm_at_rest_and_the_control_process_exit
     proc.kill()
     proc.wait(10)
     assert wait_for(lambda: not alive(child), 10), 'the control process outlived the node'
-    time.sleep(0.3)
-    n = len(got)
-    rest = sim.arm.state()[0]
-    time.sleep(0.5)
-    assert len(got) == n
-    assert np.allclose(sim.arm.state()[0], rest, atol=1e-6)
-    last = np.array([m.data for m in got[-3:]])
-    assert np.allclose(last, last[-1], atol=1e-9)  # it braked to rest before it exited
+    _braked_to_rest_then_silent(got, sim, settle_s=0.3, quiet_s=0.5)  # before it exited
 
 
 def test_a_stopped_node_process_makes_the_control_process_hold(ros, node_process):

@@ -107,16 +107,12 @@ class ControlMixin:
     def _measured(self) -> tuple[np.ndarray | None, str]:
         """The arm's joint positions and '' ; or the last known ones and why they are not
         current (a joint missing from /joint_states, none received); None before any."""
-        joints = self.slots.joints()
-        why = 'no joint_states received'
-        if joints is not None:
-            try:
-                self._last_measured = self.adapter.joint_positions(joints.names,
-                                                                   joints.positions)
-                return self._last_measured, ''
-            except KeyError as e:
-                why = f'joint_states incomplete: {e.args[0] if e.args else e}'
-                self._log_every('measured', 2.0, 'error', f'holding: {why}')
+        measured, why = read_measured(self.slots, self.adapter)
+        if measured is not None:
+            self._last_measured = measured
+            return measured, ''
+        if why != NO_JOINT_STATES:
+            self._log_every('measured', 2.0, 'error', f'holding: {why}')
         return self._last_measured, why
 
     @guarded('control tick')
@@ -225,6 +221,21 @@ def trajectory_message(joint_names, times, pos, vel) -> JointTrajectory:
         pt.time_from_start = duration_msg(float(t))
         msg.points.append(pt)
     return msg
+
+
+NO_JOINT_STATES = 'no joint_states received'
+
+
+def read_measured(slots, adapter) -> tuple[np.ndarray | None, str]:
+    """The arm's joint positions from the newest /joint_states and '', or None and why not (a
+    joint missing from the message, none received). For the control thread and process."""
+    joints = slots.joints()
+    if joints is None:
+        return None, NO_JOINT_STATES
+    try:
+        return adapter.joint_positions(joints.names, joints.positions), ''
+    except KeyError as e:
+        return None, f'joint_states incomplete: {e.args[0] if e.args else e}'
 
 
 BRAKING_SAMPLE_S = 0.02

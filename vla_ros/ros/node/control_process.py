@@ -31,6 +31,8 @@ from vla_ros.adapters.gripper_filter import GripperFilter
 from vla_ros.adapters.robots import robot_spec
 from vla_ros.adapters.safety import SafetyFilter
 from vla_ros.ros.node.control import (
+    NO_JOINT_STATES,
+    read_measured,
     stream_message,
     trajectory_due,
     trajectory_update,
@@ -298,16 +300,12 @@ class ControlProcess:
                 self.log('joints', 2.0, f'bad joint_states: {self.slots.errors.last}')
 
     def _measured(self) -> tuple[np.ndarray | None, str]:
-        joints = self.slots.joints()
-        why = 'no joint_states received'
-        if joints is not None:
-            try:
-                self.last_measured = self.adapter.joint_positions(joints.names,
-                                                                  joints.positions)
-                return self.last_measured, ''
-            except KeyError as e:
-                why = f'joint_states incomplete: {e.args[0] if e.args else e}'
-                self.log('measured', 2.0, f'holding: {why}')
+        measured, why = read_measured(self.slots, self.adapter)
+        if measured is not None:
+            self.last_measured = measured
+            return measured, ''
+        if why != NO_JOINT_STATES:
+            self.log('measured', 2.0, f'holding: {why}')
         return self.last_measured, why
 
     def _fault_now(self, now: float, target) -> str:
