@@ -69,10 +69,6 @@ def moving(node) -> bool:
         cmd.velocities))) > 1e-3
 
 
-@pytest.mark.parametrize('robot,controller,topic,msg_type', [
-    ('fr3', FR3[1], FR3_TOPIC, Float64MultiArray), ('xarm6', '', XARM_TOPIC, JointTrajectory)],
-    ids=['stream', 'trajectory'])
-
 def _braked_to_rest_then_silent(got, sim, settle_s: float, quiet_s: float) -> None:
     """After settle_s no command comes for quiet_s, the arm stands still, and the last
     commands sent were one pose: the arm was brought to rest, not left on a plan."""
@@ -85,6 +81,10 @@ def _braked_to_rest_then_silent(got, sim, settle_s: float, quiet_s: float) -> No
     last = np.array([m.data for m in got[-3:]])
     assert np.allclose(last, last[-1], atol=1e-9)
 
+
+@pytest.mark.parametrize('robot,controller,topic,msg_type', [
+    ('fr3', FR3[1], FR3_TOPIC, Float64MultiArray), ('xarm6', '', XARM_TOPIC, JointTrajectory)],
+    ids=['stream', 'trajectory'])
 def test_the_control_process_commands_the_sim_robot_from_its_own_node(
         ros, robot_packages, robot, controller, topic, msg_type):
     got = ros.collect(msg_type, topic)
