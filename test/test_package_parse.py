@@ -4,11 +4,10 @@ runtime reads."""
 
 from __future__ import annotations
 
-import contextlib
-import re
 from dataclasses import replace
 
 import pytest
+from test_package_loader import _fails
 
 from vla_ros.runtime.errors import PackageError
 from vla_ros.runtime.package.consistency import check_consistency
@@ -25,14 +24,6 @@ from vla_ros.runtime.package.parse import parse_manifest
 
 SHA = 'a' * 64
 ROLES = "('segment', 'head_segment', 'segment_chain')"
-
-
-@contextlib.contextmanager
-def _fails(kind: str, message: str):
-    """A PackageError of `kind` whose whole message is `message`."""
-    with pytest.raises(PackageError, match=f'^{re.escape(message)}$') as info:
-        yield info
-    assert info.value.kind == kind
 
 
 def _tensor(name: str, shape: list, dtype: str = 'float32') -> dict:
