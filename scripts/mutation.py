@@ -154,11 +154,8 @@ def resume(name: str, children: int) -> dict:
 
 def _keep_verdicts(name: str) -> Path:
     """The module's work copy brought up to the code, tests and test list as they are now,
-    keeping the verdicts of its run. mutmut takes a changed test list or pytest arguments for
-    a new run and resets every verdict; but a mutant killed by a test of the suite stays
-    killed, so the stored fingerprints are moved to the new configuration (mutmut then
-    collects the coverage of added tests itself), and survivors are what a retest runs
-    again."""
+    keeping the verdicts of its run: a mutant killed by a test of the suite stays killed, and
+    survivors are what a retest runs again."""
     work = OUT / 'work' / name
     if not (work / 'mutants').is_dir():
         raise SystemExit(f'{name} has not been run yet (no {work / "mutants"})')
@@ -170,17 +167,10 @@ def _keep_verdicts(name: str) -> Path:
     shutil.copytree(ROOT / 'vla_ros', work / 'vla_ros', dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns('__pycache__'))
     _write_config(name, work)
-    stats_path = work / 'mutants' / 'mutmut-stats.json'
-    if stats_path.is_file():
-        code = ('import json; from mutmut.configuration import config; '
-                'print(json.dumps(config().config_fingerprint()))')
-        now = json.loads(subprocess.run([sys.executable, '-c', code], cwd=work,
-                                        env=_env(work), capture_output=True, text=True,
-                                        check=True).stdout)
-        stats = json.loads(stats_path.read_text())
-        kept = stats.setdefault('config_fingerprint', {})
-        kept.update({k: now[k] for k in ('test_selection', 'test_execution')})
-        stats_path.write_text(json.dumps(stats))
+    # mutmut reads a changed test list or pytest arguments as a new run and resets every
+    # verdict, and it maps new or moved functions to no test: without its coverage file it
+    # collects the coverage of every test again and keeps the verdicts.
+    (work / 'mutants' / 'mutmut-stats.json').unlink(missing_ok=True)
     return work
 
 
