@@ -28,11 +28,11 @@ def a1_copy(exported, tmp_path):
 
 
 def _reference_delta(pkg, data_obs, metric: str, truncated: bool, per_step: bool,
-                     all_dims: bool) -> list[list[float]]:
+                     all_dims: bool, seed: int = 0) -> list[list[float]]:
     """delta[k][n] from the exits' actions: 1 - cosine or the RMS difference of each step's
     vector, over the named or all model dimensions; one sample per observation (the mean over
     the horizon) or one per observation and step."""
-    policy = Policy(pkg, load_backend(pkg), PolicyConfig(mode='full', seed=0))
+    policy = Policy(pkg, load_backend(pkg), PolicyConfig(mode='full', seed=seed))
     dims = pkg.manifest.action.model_dim if all_dims else pkg.manifest.action.dim
     columns = []
     for obs in data_obs:
@@ -154,15 +154,7 @@ def test_calibrate_draws_the_flow_noise_from_its_seed(a1_copy):
     pkg = load_package(root)
     from vla_ros.runtime.policy.observations import load_observations
     ts = pkg.manifest.exits.threshold_sets[0]
-    seeded = Policy(pkg, load_backend(pkg), PolicyConfig(mode='full', seed=7))
-    dims = pkg.manifest.action.dim
-    delta = []
-    for obs in load_observations(data):
-        acts = [np.asarray(a, np.float64)[:, :dims]
-                for a in seeded.actions_at_all_exits(seeded.prepare(obs), truncated=True)]
-        delta.append([float(np.mean(np.sqrt(np.mean((a - b) ** 2, axis=-1))))
-                      for a, b in zip(acts, acts[1:], strict=False)])
-    delta = [list(row) for row in zip(*delta, strict=True)]
+    delta = _reference_delta(pkg, load_observations(data), 'l2', True, False, False, seed=7)
     ref = _a1_thresholds(delta, _a1_q('exp', ts.calibration['ratio'], len(delta)))
     assert [v for v, r in zip(ts.values, ref, strict=True) if r is not None] == pytest.approx(
         [r for r in ref if r is not None], rel=1e-6)

@@ -1,15 +1,14 @@
 """A1's "overlap-and-resize-c2" crop mode (the released LIBERO-exit checkpoint's) on a tiny
 upstream-layout checkpoint, against an independent plain-torch restatement of upstream's
 MultiModalPreprocessor for that mode (a1/data/model_preprocessor.py image_to_patches_and_tokens,
-build_image_input_idx, __call__); the vision forward restated in test_convert_a1_vision.py."""
+build_image_input_idx, __call__); the vision forward restated in a1_vision_case.py."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-from test_convert_a1_vision import (
+from a1_vision_case import (
     OPTIONS,
     PATCH,
     SIZE,
@@ -19,6 +18,7 @@ from test_convert_a1_vision import (
     upstream_image_features,
     upstream_resize_and_pad,
 )
+from safetensors.torch import load_file
 
 from vla_ros.export.checkpoint import load_checkpoint
 from vla_ros.export.convert import ConvertError, convert_checkpoint
