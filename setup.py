@@ -26,6 +26,8 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
+    # the tabletop's own arm descriptions (vla_ros/sim/descriptions.py)
+    package_data={'vla_ros.sim': ['urdf/*.urdf']},
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),

@@ -57,7 +57,7 @@ def test_a_namespace_moves_the_policy_node_and_its_simulated_peers(scene, robot)
         {'use_sim': 'true', 'namespace': 'left/', 'sim_scene': scene, 'robot': robot,
          'model': '/m/pkg'})
     nodes = launch_logic.nodes(args, root=ROOT)
-    in_scene = scene == 'tabletop' and robot == 'xarm6'
+    in_scene = scene == 'tabletop'  # both have a tabletop scene
     sims = ['sim_robot'] if in_scene else ['sim_robot', 'sim_cameras']
     assert [n['executable'] for n in nodes] == ['vla_policy', *sims]
     assert {n['namespace'] for n in nodes} == {'/left'}

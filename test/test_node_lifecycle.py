@@ -185,18 +185,21 @@ def test_a_namespace_moves_every_topic_of_the_node_and_its_sim(ros, robot_packag
 
 
 def test_speed_scaling_at_zero_is_a_hold_with_the_reason(ros, robot_packages):
+    from rclpy.parameter import Parameter as RclpyParameter
     from std_msgs.msg import Float64
 
     node, sim = start(ros, robot_packages['ur5e'], 'ur5e')
     assert engage(ros).success
     assert wait_for(lambda: node._last_cmd is not None and node._last_cmd.state == 'engaged',
                     20)
-    topic = node.adapter.robot.speed_scaling_topic
-    pub = ros.io.create_publisher(Float64, topic, 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0, 5)
-    pub.publish(Float64(data=0.0))
+    # the simulated robot publishes its speed scaling as the driver does; the pendant's
+    # slider (its parameter) goes to zero
+    seen = ros.collect(Float64, node.adapter.robot.speed_scaling_topic)
+    assert wait_for(lambda: len(seen) > 3 and seen[-1].data == 1.0, 5)
+    assert sim.set_parameters([RclpyParameter('speed_scaling', value=0.0)])[0].successful
     assert wait_for(lambda: node._last_cmd.state == 'holding', 5)
     assert 'speed scaling' in node._last_cmd.reason
+    assert not sim.set_parameters([RclpyParameter('speed_scaling', value=1.5)])[0].successful
 
 
 def test_an_estop_latches_while_a_parameter_request_is_still_being_answered(ros,

@@ -189,7 +189,9 @@ def _bench_package(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--out', default='out/demo', help='output folder (report, GIF, plots)')
-    p.add_argument('--episodes', type=int, default=5, help='touch-task episodes to run')
+    p.add_argument('--episodes', type=int, default=5, help='episodes to run')
+    p.add_argument('--task', choices=('touch', 'pick', 'pick_place'), default='touch',
+                   help='the tabletop task (pick tasks: models/pick-ROBOT)')
     p.add_argument('--model', help='package to serve (default: models/default-ROBOT if '
                    'shipped, else models/default)')
     p.add_argument('--robot', default='xarm6', help='simulated robot (xarm6, fr3, panda)')
@@ -201,7 +203,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from vla_ros.ros.evaluation.demo import run_demo
 
-    run_demo(args.out, args.episodes, args.model, args.duration_s, args.robot)
+    run_demo(args.out, args.episodes, args.model, args.duration_s, args.robot, task=args.task)
     return 0
 
 
@@ -211,7 +213,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--robot', default='xarm6', help='simulated robot (xarm6, fr3, panda)')
     p.add_argument('--episodes', type=int, default=20, help='episodes per variant')
     p.add_argument('--seed', type=int, default=1000, help='layout seed of the first episode')
-    p.add_argument('--timeout-s', type=float, default=12.0, help='episode time limit')
+    p.add_argument('--task', choices=('touch', 'pick', 'pick_place'), default='touch',
+                   help='touch tasks, or picking / pick and place in the physics tabletop '
+                   '(default model: models/pick-ROBOT)')
+    p.add_argument('--timeout-s', type=float, help='episode time limit (default: 12 s for '
+                   'touch, 30 s for the pick tasks)')
     p.add_argument('--added-latency-ms', type=float, default=0.0,
                    help='delay every chunk this long before it is queued')
     p.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
@@ -223,7 +229,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--json', action='store_true', help='print the report as JSON')
 
 
-@command('eval', 'success rate of a model on the simulated touch tasks, per configuration')(
+@command('eval', 'success rate of a model on the simulated tabletop tasks, per '
+         'configuration')(
     _eval_args)
 def _eval(args: argparse.Namespace) -> int:
     import json
@@ -239,8 +246,10 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     if args.added_latency_ms:
         base['added_latency_ms'] = args.added_latency_ms
-    report = evaluate(args.model, args.robot, args.episodes, args.seed, args.timeout_s, base,
-                      variants, progress=(lambda _: None) if args.json else print)
+    timeout_s = args.timeout_s or (12.0 if args.task == 'touch' else 30.0)
+    report = evaluate(args.model, args.robot, args.episodes, args.seed, timeout_s, base,
+                      variants, progress=(lambda _: None) if args.json else print,
+                      task=args.task)
     if args.out:
         from pathlib import Path
 
@@ -262,6 +271,9 @@ def _make_default_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--head', choices=('mlp_regression', 'flow_dit'), default='mlp_regression',
                    help='action head: the regression head of the shipped models, or a '
                    'flow-matching DiT (exported with the VJP graph rtc_guided needs)')
+    p.add_argument('--task', choices=('touch', 'pick', 'pick_place'), default='touch',
+                   help='touch tasks (kinematic scene), or picking / pick and place in the '
+                   'physics tabletop (the model then commands the gripper too)')
 
 
 @command('make-default', 'collect demonstrations, train, export and calibrate the default '
@@ -270,7 +282,7 @@ def _make_default(args: argparse.Namespace) -> int:
     from vla_ros.sim.train import make_default
 
     make_default(args.out, args.work, args.robot, args.episodes, args.minutes, args.max_steps,
-                 args.seed, head=args.head)
+                 args.seed, head=args.head, task=args.task)
     return 0
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Robots with a tabletop scene (vla_ros/sim/scene.py, SCENE_OF).
-SCENE_ROBOTS = ('xarm6', 'fr3', 'panda', 'fer')
+SCENE_ROBOTS = ('xarm6', 'fr3', 'panda', 'fer', 'ur5e', 'agibot_g1')
 CONFIGS = {  # robot -> config file under share/vla_ros/config
     'xarm6': 'xarm6.yaml', 'fr3': 'fr3.yaml', 'panda': 'panda.yaml', 'fer': 'fer.yaml',
     'ur5': 'ur5.yaml', 'ur5e': 'ur5e.yaml', 'agibot_g1': 'agibot_g1.yaml',
@@ -42,9 +42,12 @@ ARGUMENTS = (
              ('true', 'false')),
     Argument('use_sim', 'false', 'Also start the simulated robot (no hardware).',
              ('true', 'false')),
-    Argument('sim_scene', 'tabletop', 'With use_sim: the tabletop touch tasks (xarm6, fr3, '
-             'panda: cameras rendered from the arm, instructions from the task) or none '
-             '(sim_cameras streams).', ('tabletop', 'none')),
+    Argument('sim_scene', 'tabletop', 'With use_sim: the tabletop (xarm6, fr3, panda, fer, '
+             'ur5e, agibot_g1: cameras rendered from the scene, instructions from the task) '
+             'or none (sim_cameras streams).', ('tabletop', 'none')),
+    Argument('sim_task', 'touch', 'The tabletop task: touch (kinematic), or pick / '
+             'pick_place (contact physics, the gripper commanded too; the default model is '
+             'then models/pick-<robot>).', ('touch', 'pick', 'pick_place')),
     Argument('fastdds_shm', 'auto', 'The 16 MB shared-memory FastDDS profile for camera '
              f'transport, as {PROFILE_VARIABLE} of every process this launch starts: auto '
              'sets it unless that variable is already set, true replaces yours, false never '
@@ -86,25 +89,32 @@ def config_file(robot: str, override: str = '', root: Path | None = None) -> Pat
     return path
 
 
-def default_model(root: Path | None = None, robot: str | None = None) -> Path:
+def default_model(root: Path | None = None, robot: str | None = None,
+                  task: str = 'touch') -> Path:
     """models/default-<robot> where the package ships one for that robot; models/default
     (the xArm6 model) for the xArm6 or no robot. For any other robot without its own model
-    this is the models/default-<robot> path that does not exist: callers check for it."""
+    this is the models/default-<robot> path that does not exist: callers check for it.
+    The pick tasks' models (they command the gripper too): models/pick-<robot>."""
     models = (root or share_dir()) / 'models'
+    if task != 'touch':
+        return models / f'pick-{robot or DEFAULT_MODEL_ROBOT}'
     own = models / f'default-{robot}'
     if robot and (own / 'manifest.json').is_file():
         return own
     return models / 'default' if robot in (None, '', DEFAULT_MODEL_ROBOT) else own
 
 
-def shipped_model(robot: str, root: Path | None = None) -> Path:
-    """The default model for `robot`, or FileNotFoundError saying to pass model:=."""
-    path = default_model(root, robot)
+def shipped_model(robot: str, root: Path | None = None, task: str = 'touch') -> Path:
+    """The default model for `robot` (and task), or FileNotFoundError saying to pass
+    model:=."""
+    path = default_model(root, robot, task)
     if not (path / 'manifest.json').is_file():
+        which = ('default model' if task == 'touch' else f'{task} model')
+        note = f'; models/default is for the {DEFAULT_MODEL_ROBOT} only' if task == 'touch' \
+            else ''
         raise FileNotFoundError(
-            f'robot:={robot} has no shipped default model ({path} does not exist; '
-            f'models/default is for the {DEFAULT_MODEL_ROBOT} only): pass model:=<model '
-            f'package directory> trained for the {robot}')
+            f'robot:={robot} has no shipped {which} ({path} does not exist{note}): pass '
+            f'model:=<model package directory> trained for the {robot}')
     return path
 
 
@@ -144,8 +154,9 @@ def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
     """The nodes to start, as keyword arguments of launch_ros.actions.Node."""
     robot = args.get('robot', 'xarm6')
     params_file = config_file(robot, args.get('config', ''), root)
+    task = args.get('sim_task', 'touch') if _flag(args.get('use_sim', 'false')) else 'touch'
     overrides: dict = {'robot': robot,
-                       'model_path': args.get('model') or str(shipped_model(robot, root)),
+                       'model_path': args.get('model') or str(shipped_model(robot, root, task)),
                        'autostart': _flag(args.get('autostart', 'true')),
                        'engage_on_activate': _flag(args.get('engage', 'false'))}
     if args.get('instruction'):
@@ -162,6 +173,8 @@ def nodes(args: dict[str, str], root: Path | None = None) -> list[dict]:
         sim = {'robot': robot}
         if scene:
             sim['scene'] = 'tabletop'
+            if task != 'touch':
+                sim['task'] = task
         out.append(dict(package='vla_ros', executable='sim_robot', name='sim_robot',
                         namespace=ns, output='screen', parameters=[sim], arguments=log))
         if not scene:

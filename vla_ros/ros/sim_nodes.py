@@ -6,12 +6,15 @@
   control_msgs/GripperCommand action server at the driver's name (vla_ros/ros/sim_gripper.py)
   moving a SimGripper (`gripper_stroke_s` for a full stroke); AgiBot's gripper joints are arm
   joints on /joint_command. The policy node cannot tell it from the driver.
-  With `scene:=tabletop` it also runs the tabletop touch tasks (vla_ros/sim/scene.py): scene
-  and wrist cameras (sensor_msgs/Image rgb8 on camera/<name>/image_raw) rendered from the
-  arm's current joint positions, `~/new_episode` (std_srvs/Trigger: home pose, new layout, the
-  instruction published on `instruction_topic`; the response message is the episode as JSON)
-  and `~/episode_status` (std_msgs/String JSON: seed, instruction, elapsed, touching,
-  success) at 10 Hz.
+  With `scene:=tabletop` it also runs a tabletop task (`task`: touch, the kinematic scene of
+  vla_ros/sim/scene.py, or pick / pick_place, the physics scene of vla_ros/sim/pick_scene.py,
+  stepped with the arm; vla_ros/ros/sim_scene.py): scene and wrist cameras (sensor_msgs/Image
+  rgb8 on camera/<name>/image_raw) rendered from the world as it is, `~/new_episode`
+  (std_srvs/Trigger: home pose, gripper open, new layout, the instruction published on
+  `instruction_topic`; the response message is the episode as JSON) and `~/episode_status`
+  (std_msgs/String JSON: seed, task, instruction, elapsed, touching, success; the physics
+  tasks add held, lifted, placed, closure) at 10 Hz. `view_rate_hz` > 0 adds
+  camera/view/image_raw, a larger third-person view for people (physics tasks).
 - `sim_cameras`: sensor_msgs/Image (rgb8) frames on camera/<name>/image_raw at a fixed rate,
   stamped at publication; seeded noise with a moving bar, so consecutive frames differ.
 
@@ -29,12 +32,13 @@ import time
 
 import numpy as np
 import rclpy
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -57,6 +61,10 @@ class SimRobotNode(Node):
         self.declare_parameter('controller', controller)
         self.declare_parameter('joint_states_rate_hz', rate_hz)
         self.declare_parameter('scene', '')
+        self.declare_parameter('task', 'touch')
+        self.declare_parameter('view_rate_hz', 0.0)
+        self.declare_parameter('view_width', 480)
+        self.declare_parameter('view_height', 360)
         self.declare_parameter('camera_rate_hz', 30.0)
         self.declare_parameter('image_width', 96)
         self.declare_parameter('image_height', 96)
@@ -88,21 +96,58 @@ class SimRobotNode(Node):
         self._last = time.monotonic()
         period = 1.0 / self.get_parameter('joint_states_rate_hz').value
         self.create_timer(period, self._on_tick)
+        self._setup_ur_status(spec)
         self.scene = None
         if self.get_parameter('scene').value:
-            self._setup_scene(spec.name)
+            self._setup_scene(spec)
+
+    # --- UR: speed scaling and program state -------------------------------------------------
+
+    def _setup_ur_status(self, spec) -> None:
+        """Where the robot has them (UR): the speed scaling the scaled trajectory controller
+        runs at (Float64 in [0, 1], every tick, as speed_scaling_state_broadcaster) and
+        whether the robot program runs (Bool, latched, as io_and_status_controller). Both are
+        parameters (`speed_scaling`, `program_running`: the pendant's slider and play/stop):
+        with the program stopped, commands are ignored and the arm holds."""
+        self.declare_parameter('speed_scaling', 1.0)
+        self.declare_parameter('program_running', True)
+        self.program_running = True
+        self.scaling_pub = self.program_pub = None
+        if spec.speed_scaling_topic:
+            self.scaling_pub = self.create_publisher(Float64, spec.speed_scaling_topic, 10)
+        if spec.program_running_topic:
+            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.program_pub = self.create_publisher(Bool, spec.program_running_topic, latched)
+            self.program_pub.publish(Bool(data=True))
+        self.add_on_set_parameters_callback(self._on_ur_params)
+
+    def _on_ur_params(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == 'speed_scaling':
+                if not 0.0 <= float(p.value) <= 1.0:
+                    return SetParametersResult(successful=False,
+                                               reason='speed_scaling must be in [0, 1]')
+                self.arm.speed_scaling = float(p.value)
+            elif p.name == 'program_running':
+                self.program_running = bool(p.value)
+                if not self.program_running:
+                    self.arm.hold()  # controller_stopper: the motion controllers stop
+                if self.program_pub is not None:
+                    self.program_pub.publish(Bool(data=self.program_running))
+        return SetParametersResult(successful=True)
 
     # --- tabletop scene ----------------------------------------------------------------------
 
-    def _setup_scene(self, robot: str) -> None:
-        from vla_ros.sim.scene import TabletopScene
+    def _setup_scene(self, spec) -> None:
+        from vla_ros.ros.sim_scene import SceneDriver
 
         kind = self.get_parameter('scene').value
         if kind != 'tabletop':
             raise ValueError(f'unknown scene {kind!r}; the scenes are: tabletop')
         size = (self.get_parameter('image_width').value,
                 self.get_parameter('image_height').value)
-        self.scene = TabletopScene(robot, size)
+        self.scene = SceneDriver(spec, self.get_parameter('task').value, size,
+                                 float(self.get_parameter('gripper_stroke_s').value))
         self._scene_lock = threading.Lock()
         self._seed = int(self.get_parameter('episode_seed').value)
         self._episode_t0 = time.monotonic()
@@ -117,17 +162,24 @@ class SimRobotNode(Node):
         self.create_service(Trigger, '~/new_episode', self._on_new_episode)
         self.create_timer(1.0 / self.get_parameter('camera_rate_hz').value, self._on_camera)
         self.create_timer(0.1, self._on_status)
+        view_hz = float(self.get_parameter('view_rate_hz').value)
+        if view_hz > 0:  # a third-person view for people (GIFs), not a model camera
+            self.view_pub = self.create_publisher(Image, 'camera/view/image_raw', 2)
+            self.create_timer(1.0 / view_hz, self._on_view)
         self._new_episode(self._seed)
 
     def _new_episode(self, seed: int) -> dict:
         with self._scene_lock:
             ep = self.scene.reset(seed)
-            self.arm.reset(self.scene.home)
+            self.arm.reset(self.scene.home(self.arm.state()[0]))
+            for sim in self.grippers.values():
+                sim.command(sim.gripper.joint_open)
+                sim.position, sim.object_at = sim.gripper.joint_open, None
             self._episode_t0 = time.monotonic()
             self._first_success = None
-        self.instruction_pub.publish(String(data=ep.instruction))
-        self.get_logger().info(f'episode {seed}: "{ep.instruction}"')
-        return ep.describe()
+        self.instruction_pub.publish(String(data=ep['instruction']))
+        self.get_logger().info(f'episode {seed}: "{ep["instruction"]}"')
+        return ep
 
     def _on_new_episode(self, request: Trigger.Request, response: Trigger.Response):
         self._seed += 1
@@ -150,24 +202,38 @@ class SimRobotNode(Node):
             msg.header.frame_id = f'{name}_camera'
             self.cam_pubs[name].publish(msg)
 
+    def _on_view(self) -> None:
+        size = (self.get_parameter('view_width').value, self.get_parameter('view_height').value)
+        with self._scene_lock:
+            img = self.scene.view(size)
+        if img is None:
+            return
+        msg = Image()
+        numpy_to_image(img, 'rgb8', msg)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = 'view_camera'
+        self.view_pub.publish(msg)
+
     def _on_status(self) -> None:
         q, _ = self.arm.state()
         with self._scene_lock:
-            ep = self.scene.episode
-            touching = self.scene.touching(q)
+            ep = self.scene.scene.episode
+            st = self.scene.status(q)
             elapsed = time.monotonic() - self._episode_t0
-            if touching == ep.target and self._first_success is None:
+            if st['success'] and self._first_success is None:
                 self._first_success = elapsed
             self._status_n += 1
         if self._status_n % 10 == 0:  # re-announce the task for late subscribers
             self.instruction_pub.publish(String(data=ep.instruction))
         self.status_pub.publish(String(data=json.dumps({
-            'seed': ep.seed, 'instruction': ep.instruction, 'target': ep.target,
-            'elapsed_s': round(elapsed, 3), 'touching': touching,
+            'seed': ep.seed, 'task': self.scene.task, 'instruction': ep.instruction,
+            'target': ep.target, 'elapsed_s': round(elapsed, 3), **st,
             'success': self._first_success is not None,
             'time_to_success_s': self._first_success})))
 
     def _on_stream(self, msg: Float64MultiArray) -> None:
+        if not self.program_running:
+            return
         try:
             self.arm.command_positions(msg.data)
         except ValueError as e:
@@ -175,10 +241,11 @@ class SimRobotNode(Node):
             self.get_logger().error(f'rejected command: {e}')
 
     def _on_named(self, msg: JointState) -> None:
-        self.arm.command_named(msg.name, msg.position)
+        if self.program_running:
+            self.arm.command_named(msg.name, msg.position)
 
     def _on_traj(self, msg: JointTrajectory) -> None:
-        if not msg.points:
+        if not msg.points or not self.program_running:
             return
         times = [duration_to_s(p.time_from_start) for p in msg.points]
         self.arm.command_trajectory(time.monotonic(), msg.joint_names, times,
@@ -190,18 +257,24 @@ class SimRobotNode(Node):
         self.arm.step(now, dt)
         self._last = now
         g_names, g_pos, g_vel = [], [], []
-        for name, sim in self.grippers.items():
-            before = sim.position
+        before = {name: sim.position for name, sim in self.grippers.items()}
+        for sim in self.grippers.values():
             sim.step(dt)
+        if self.scene is not None:
+            with self._scene_lock:
+                self.scene.step(self.arm, self.grippers, dt)
+        for name, sim in self.grippers.items():
             self.gripper_servers[name].step(dt)
             g_names.append(sim.gripper.joint)
             g_pos.append(sim.position)
-            g_vel.append((sim.position - before) / dt)
+            g_vel.append((sim.position - before[name]) / dt)
         pos, vel = self.arm.state()
         msg = JointState(name=list(self.arm.names) + g_names, position=pos.tolist() + g_pos,
                          velocity=vel.tolist() + g_vel)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)
+        if self.scaling_pub is not None:
+            self.scaling_pub.publish(Float64(data=self.arm.speed_scaling))
 
 
 

@@ -25,6 +25,7 @@ SUCCESS_XY_M = 0.03
 SUCCESS_Z_M = 0.03  # tip at most this far above the block's top face
 WORKSPACE = ((0.24, 0.46), (-0.2, 0.2))  # x, y ranges of block centres (robot base at 0)
 MIN_SEPARATION_M = 0.1
+IK_TOLERANCE_M = 0.003
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,13 @@ class SceneRobot:
     # tip either way; the Franka's longer chain turns the same joint noise into more tip motion
     # (at 0.02 rad its expert kept leaving the spot above the block: 84% success)
     dart_noise: float = 0.02
+    # The robot's joints the scene's URDF moves, in its order (empty: the robot's first
+    # len(home) commanded joints), and the gripper's action name.
+    spec_joints: tuple[str, ...] = ()
+    gripper: str = 'gripper'
+    base_position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    base_orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+    workspace: tuple[tuple[float, float], tuple[float, float]] = WORKSPACE  # block centres
 
 
 SCENE_ROBOTS = {
@@ -47,7 +55,27 @@ SCENE_ROBOTS = {
                          (0.0, -0.3, 0.0, -2.3, 0.0, 2.0, 0.785), radius=0.045,
                          dart_noise=0.01),
 }
-SCENE_OF = {'xarm6': 'xarm6', 'fr3': 'franka', 'panda': 'franka', 'fer': 'franka'}
+
+
+def _described(name: str, **kw) -> SceneRobot:
+    from vla_ros.sim.descriptions import ARM_DESCRIPTIONS
+
+    d = ARM_DESCRIPTIONS[name]
+    return SceneRobot(d['urdf'], d['ee_link'], d['tool_m'], tuple(d['home']),
+                      base_position=tuple(d['base_position']),
+                      base_orientation=tuple(d['base_orientation']),
+                      workspace=tuple(map(tuple, d['workspace'])), **kw)
+
+
+# Our own kinematic descriptions (vla_ros/sim/descriptions.py): UR5e with a Robotiq 2F-85,
+# the AgiBot G1's right arm, which reaches only a strip of the table with its tool pointing
+# down (its elbow bends at most 85 degrees).
+SCENE_ROBOTS['ur5e'] = _described('ur5e')
+SCENE_ROBOTS['agibot_g1'] = _described(
+    'agibot_g1', radius=0.04, dart_noise=0.01, gripper='right_gripper',
+    spec_joints=tuple(f'idx6{i}_arm_r_joint{i}' for i in range(1, 8)))
+SCENE_OF = {'xarm6': 'xarm6', 'fr3': 'franka', 'panda': 'franka', 'fer': 'franka',
+            'ur5e': 'ur5e', 'agibot_g1': 'agibot_g1'}
 
 
 def task_words() -> list[str]:
@@ -72,15 +100,22 @@ class Episode:
                 'blocks': {c: [round(float(v), 4) for v in p] for c, p in self.blocks.items()}}
 
 
-def sample_episode(seed: int, target: str | None = None) -> Episode:
+def sample_layout(rng: np.random.Generator, n: int, workspace, apart) -> np.ndarray:
+    """n table positions (n, 2) in `workspace` ((x range), (y range)), drawn until
+    `apart` accepts their (n, n) distance matrix (its diagonal is large). Refuses a workspace
+    too small for the objects after 10000 draws."""
+    for _ in range(10_000):
+        xy = np.column_stack([rng.uniform(*workspace[0], n), rng.uniform(*workspace[1], n)])
+        if apart(np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(n) * 10):
+            return xy
+    raise ValueError(f'no layout of {n} objects fits the workspace {workspace}')
+
+
+def sample_episode(seed: int, target: str | None = None, workspace=WORKSPACE) -> Episode:
     """The layout and task of `seed`; `target` names the block instead of the seed's draw
     (same layout, another instruction: what teaches a model to listen)."""
     rng = np.random.default_rng(seed)
-    while True:
-        xy = np.column_stack([rng.uniform(*WORKSPACE[0], 3), rng.uniform(*WORKSPACE[1], 3)])
-        d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(3)
-        if d.min() >= MIN_SEPARATION_M:
-            break
+    xy = sample_layout(rng, 3, workspace, lambda d: d.min() >= MIN_SEPARATION_M)
     colors = list(COLORS)
     drawn = colors[int(rng.integers(3))]
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
@@ -123,7 +158,9 @@ class TabletopScene:
         self.kin = p.connect(p.DIRECT)
         self.client = p.connect(p.DIRECT)
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.kin)
-        self.robot = p.loadURDF(self.cfg.urdf, useFixedBase=True, physicsClientId=self.kin)
+        self.robot = p.loadURDF(self.cfg.urdf, self.cfg.base_position,
+                                self.cfg.base_orientation, useFixedBase=True,
+                                physicsClientId=self.kin)
         self.joints: list[int] = []
         self.lower, self.upper = [], []
         links = {}
@@ -139,6 +176,14 @@ class TabletopScene:
         self.set_joints(self.home)
         self._chain = self._chain_links()
         self._capsules = self._make_capsules()
+        self._make_world()
+        self._proj = p.computeProjectionMatrixFOV(50, self.width / self.height, 0.02, 3.0)
+        self._scene_view = p.computeViewMatrix((0.68, 0.0, 0.5), (0.3, 0.0, 0.0), (0, 0, 1))
+        self.episode: Episode | None = None
+
+    def _make_world(self) -> None:
+        """The table and the blocks (shapes to render; no physics in the touch scene)."""
+        p = self.p
         box = p.createVisualShape(p.GEOM_BOX, halfExtents=(0.5, 0.6, 0.01),
                                   rgbaColor=(0.72, 0.6, 0.45, 1), physicsClientId=self.client)
         p.createMultiBody(0, -1, box, (0.3, 0.0, -0.01), physicsClientId=self.client)
@@ -148,9 +193,6 @@ class TabletopScene:
                                         rgbaColor=(*rgb, 1), physicsClientId=self.client)
             self._blocks[c] = p.createMultiBody(0, -1, shape, (0, 0, -1),
                                                 physicsClientId=self.client)
-        self._proj = p.computeProjectionMatrixFOV(50, self.width / self.height, 0.02, 3.0)
-        self._scene_view = p.computeViewMatrix((0.68, 0.0, 0.5), (0.3, 0.0, 0.0), (0, 0, 1))
-        self.episode: Episode | None = None
 
     # --- kinematics --------------------------------------------------------------------------
 
@@ -180,14 +222,31 @@ class TabletopScene:
         self.set_joints(self.home if seed is None else seed)
         n = len(self.joints)
         ranges = [u - lo for lo, u in zip(self.lower, self.upper, strict=True)]
-        q = None
-        for _ in range(3):  # refine: pybullet's IK does one solve from the current state
-            sol = p.calculateInverseKinematics(
-                self.robot, self.ee, tgt.tolist(), down, lowerLimits=self.lower,
-                upperLimits=self.upper, jointRanges=ranges, restPoses=list(self.home),
-                maxNumIterations=200, residualThreshold=1e-5, physicsClientId=self.kin)
-            q = np.clip(np.array(sol[:n]), self.lower, self.upper)
-            self.set_joints(q)
+
+        def solve():
+            q = None
+            for _ in range(3):  # refine: pybullet's IK does one solve from the current state
+                sol = p.calculateInverseKinematics(
+                    self.robot, self.ee, tgt.tolist(), down, lowerLimits=self.lower,
+                    upperLimits=self.upper, jointRanges=ranges, restPoses=list(self.home),
+                    maxNumIterations=200, residualThreshold=1e-5, physicsClientId=self.kin)
+                q = np.clip(np.array(sol[:n]), self.lower, self.upper)
+                self.set_joints(q)
+            return q, float(np.linalg.norm(self.tip(q) - tip_target))
+
+        q, err = solve()
+        # Near the workspace's edge the solve can stall short of the target; restarts from
+        # nearby postures (seeded, so the result is deterministic) find it.
+        rng = np.random.default_rng(0)
+        start = q
+        for _ in range(12):
+            if err <= IK_TOLERANCE_M:
+                break
+            self.set_joints(np.clip(start + rng.normal(0, 0.3, n), self.lower, self.upper))
+            cand, cerr = solve()
+            if cerr < err:
+                q, err = cand, cerr
+        self.set_joints(q)
         return q
 
     def _chain_links(self) -> list[int]:
@@ -234,7 +293,7 @@ class TabletopScene:
     # --- episodes ----------------------------------------------------------------------------
 
     def reset(self, seed: int, target: str | None = None) -> Episode:
-        self.episode = sample_episode(seed, target)
+        self.episode = sample_episode(seed, target, self.cfg.workspace)
         for c, body in self._blocks.items():
             self.p.resetBasePositionAndOrientation(body, self.episode.blocks[c].tolist(),
                                                    (0, 0, 0, 1), physicsClientId=self.client)

@@ -25,9 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.sim.scene import SCENE_OF, task_words
+from vla_ros.sim.choice import ChoiceCheck
+from vla_ros.sim.pick_scene import PICK_TASKS, pick_words
+from vla_ros.sim.scene import SCENE_OF, SCENE_ROBOTS, task_words
 
 DATA_VERSION = 3  # bump when collection changes, so cached demonstrations are not reused
+PICK_DATA_VERSION = 1  # the same, for the pick tasks
+TASKS = ('touch', *PICK_TASKS)
 
 
 # Action heads make-default can train: the shipped models' regression head (A1 family) and
@@ -60,6 +64,18 @@ def readout(model, normed):
     head reads the whole sequence as its context)."""
     span = model.layout.actions
     return (normed[:, span.start:span.end] if span is not None else normed).mean(1)
+
+
+def task_names(robot: str, task: str = 'touch') -> tuple[str, ...]:
+    """The state and action names of a default model: the joints the scene moves, and for
+    the pick tasks the gripper (its action name, read as the fraction closed)."""
+    from vla_ros.adapters.robots import robot_spec
+
+    spec = robot_spec(robot)
+    if task == 'touch':
+        return spec.joint_names
+    cfg = SCENE_ROBOTS[SCENE_OF[robot]]
+    return (cfg.spec_joints or spec.joint_names[:len(cfg.home)]) + (cfg.gripper,)
 
 
 def _bounds(x: np.ndarray, pad: float = 0.05):
@@ -98,6 +114,9 @@ class Prepared:
         xy = demos['target_xy'].astype(np.float32)
         mean, std = xy.mean(0), xy.std(0).clip(1e-6)
         self.target = ((xy - mean) / std).astype(np.float32)
+        if 'dest_xy' in demos:  # pick and place: where the block goes, too
+            dest = ((demos['dest_xy'] - mean) / std).astype(np.float32)
+            self.target = np.concatenate([self.target, dest], axis=1)
         self.blocks = ((demos['blocks_xy'] - mean) / std).reshape(len(xy), -1).astype(np.float32)
 
     def batch(self, idx: np.ndarray, state_noise: float = 0.0,
@@ -118,7 +137,7 @@ class Prepared:
                      actions=a, action_mask=torch.ones(a.shape[0], a.shape[2]))
 
 
-def probes(model):
+def probes(model, target_dim: int = 2):
     """Training-only probes (not exported), each a loss that teaches one step of the task
     which the action loss alone teaches slowly or not at all:
     - 'position': each visual token's grid position, from its content. The decoder's RoPE
@@ -130,7 +149,8 @@ def probes(model):
     - 'scene', 'target': every block's position and the named block's position from the
       action tokens' mean hidden state at an exit, so the decoder reads the places and learns
       which block the words name. Few frames need the words (once the arm moves, where it goes
-      next is plain from the images), so the action loss alone left the choice at chance."""
+      next is plain from the images), so the action loss alone left the choice at chance.
+      `target_dim` 4: the named block's and the destination's position (pick and place)."""
     import torch
     from torch import nn
 
@@ -146,7 +166,7 @@ def probes(model):
         'position': nn.Linear(d, 2),
         'blocks': nn.Linear(len(cfg.cameras) * per * d, 2 * len(COLORS)),
         'scene': nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 2 * len(COLORS))),
-        'target': nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 2))})
+        'target': nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, target_dim))})
     p.register_buffer('cells', torch.from_numpy(
         np.tile(cells, (len(cfg.cameras), 1)).astype(np.float32)), persistent=False)
     return p
@@ -189,7 +209,7 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    probe = probes(model)
+    probe = probes(model, data.target.shape[1])
     opt = torch.optim.AdamW(list(model.parameters()) + list(probe.parameters()), lr=lr,
                             weight_decay=1e-4)
     warm = 200
@@ -229,54 +249,6 @@ def train(model, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, *,
             'final_val_l1_per_exit': evaluate_loss(model, data, val_idx), 'log': log[-5:]}
 
 
-class ChoiceCheck:
-    """Does the model go for the block the words name? At the first frame of each given
-    episode, the expert's chunk toward every block is worked out; the model's chunk (per exit)
-    counts as choosing the block whose chunk is nearest (L1). Chance is 1/3. Unlike the L1
-    loss, which a model that ignores the words keeps low, this measures the words' effect."""
-
-    def __init__(self, robot: str, demos: dict[str, np.ndarray], data: Prepared,
-                 episodes, seed: int = 0) -> None:
-        from vla_ros.sim.expert import TouchExpert, episode_task
-        from vla_ros.sim.scene import COLORS, TabletopScene
-
-        ep = demos['episode']
-        self.frames = np.array([np.flatnonzero(ep == e)[0] for e in episodes])
-        self.data = data
-        chunk_len = data.actions.shape[1]
-        scene = TabletopScene(robot, (16, 16))
-        expert = TouchExpert(scene, horizon=chunk_len)
-        alts, truth = [], []
-        try:
-            for i in self.frames:
-                layout, target = episode_task(seed, int(ep[i]))
-                row = []
-                for c in COLORS:
-                    expert.plan(scene.reset(layout, c))
-                    row.append(expert.chunk(demos['state'][i]))
-                alts.append(data.action_norm.normalize(np.array(row)))
-                truth.append(list(COLORS).index(target))
-        finally:
-            scene.close()
-        self.alternatives, self.truth = np.array(alts, np.float32), np.array(truth)
-
-    def __call__(self, model) -> dict[str, float]:
-        import torch
-
-        model.eval()
-        b = self.data.batch(self.frames)
-        # A flow head solves from the noise distribution's mean (zeros for both conventions),
-        # so the check is deterministic.
-        noise = torch.zeros(len(self.frames), *self.alternatives.shape[2:])
-        per_exit = model.actions_at_exits(b.images, b.input_ids, b.attention_mask, b.state,
-                                          noise, num_steps=10)
-        out = {}
-        for layer, pred in per_exit.items():
-            d = np.abs(self.alternatives - pred.numpy()[:, None]).mean(axis=(2, 3))
-            out[str(layer)] = round(float((d.argmin(1) == self.truth).mean()), 3)
-        return out
-
-
 def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
     import torch
 
@@ -298,10 +270,11 @@ def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
 def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-build',
                  robot: str = 'xarm6', episodes: int = 1200, minutes: float = 25.0,
                  max_steps: int = 20000, seed: int = 0, progress=print,
-                 head: str = 'mlp_regression') -> Path:
+                 head: str = 'mlp_regression', task: str = 'touch') -> Path:
+    """`task`: 'touch' (the touch tasks), 'pick' or 'pick_place' (the physics tabletop,
+    vla_ros/sim/pick_scene.py: the actions and state then carry the gripper too)."""
     import torch
 
-    from vla_ros.adapters.robots import robot_spec
     from vla_ros.export.exporter import ExportSpec, export_package
     from vla_ros.export.tokenizer import word_tokenizer
     from vla_ros.model.vla import VLA
@@ -309,32 +282,40 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
     from vla_ros.runtime.policy.observations import save_observations
     from vla_ros.runtime.policy.policy import Observation
     from vla_ros.sim.expert import block_positions, collect, load_demos, save_demos
+    from vla_ros.sim.pick_expert import collect_pick
 
     if robot not in SCENE_OF:
         raise ValueError(f'no tabletop scene for {robot!r}; one of {sorted(SCENE_OF)}')
+    if task not in TASKS:
+        raise ValueError(f'task {task!r} is not one of {TASKS}')
+    pick = task != 'touch'
     work, out = Path(work_dir), Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    demo_file = work / f'demos-v{DATA_VERSION}-{robot}-{episodes}-{seed}.npz'
+    demo_file = work / (f'demos-{task}-v{PICK_DATA_VERSION}-{robot}-{episodes}-{seed}.npz'
+                        if pick else f'demos-v{DATA_VERSION}-{robot}-{episodes}-{seed}.npz')
     if demo_file.is_file():
         demos = load_demos(demo_file)
         progress(f'make-default: reusing {demo_file}')
     else:
-        demos = collect(robot, episodes, seed0=seed, progress=progress)
+        demos = (collect_pick(robot, episodes, task, seed0=seed, progress=progress) if pick
+                 else collect(robot, episodes, seed0=seed, progress=progress))
         save_demos(demo_file, demos)
     if 'blocks_xy' not in demos:  # collected before these fields were recorded
         demos['target_xy'], demos['blocks_xy'] = block_positions(seed, demos['episode'])
-    names = robot_spec(robot).joint_names
+    names = task_names(robot, task)
     cfg = default_config(head)
     cfg = replace(cfg, state_dim=len(names), action_dim=len(names))
     flow = head == 'flow_dit'
     demos['actions'] = demos['actions'][:, :cfg.chunk_len]
     spec = ExportSpec(
-        name=f'vla-ros-default-touch-{robot}', state_names=names, action_names=names,
+        name=f'vla-ros-default-{task.replace("_", "-")}-{robot}', state_names=names,
+        action_names=names,
         dt_s=0.1, state_norm=_bounds(demos['state']),
         action_norm=_bounds(demos['actions'].reshape(-1, len(names))),
-        embodiment={'robot': robot, 'scene': 'vla_ros tabletop touch tasks'},
+        embodiment={'robot': robot, 'scene': f'vla_ros tabletop {task} tasks'
+                    + (' (pybullet contact physics)' if pick else '')},
         provenance={}, rtc_vjp=flow)
-    tok = word_tokenizer(task_words(), cfg.lm.vocab_size)
+    tok = word_tokenizer(pick_words() if pick else task_words(), cfg.lm.vocab_size)
     torch.manual_seed(seed)
     model = VLA(cfg)
     init_pkg = work / 'init-package'
@@ -348,15 +329,18 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
     n_params = sum(p.numel() for p in model.parameters())
     progress(f'make-default: {len(train_idx)} training / {len(val_idx)} held-out frames, '
              f'{n_params / 1e6:.2f} M parameters, up to {minutes:g} min')
-    check = ChoiceCheck(robot, demos, data, np.unique(ep[val_idx]), seed)
+    check = None if pick else ChoiceCheck(robot, demos, data, np.unique(ep[val_idx]), seed)
     stats = train(model, data, train_idx, val_idx, minutes=minutes, max_steps=max_steps,
                   seed=seed, progress=progress,
-                  on_eval=lambda step: {'choice per exit': check(model)})
-    stats['first_frame_choice_per_exit'] = check(model)
+                  on_eval=None if check is None else
+                  lambda step: {'choice per exit': check(model)})
+    if check is not None:
+        stats['first_frame_choice_per_exit'] = check(model)
     spec = replace(spec, provenance={
         'made_by': 'vla-ros make-default ' + ' '.join(sys.argv[2:]) if len(sys.argv) > 2
         else 'vla-ros make-default',
-        'robot': robot, 'episodes': episodes, 'frames': int(len(ep)), 'seed': seed,
+        'robot': robot, 'task': task, 'episodes': episodes, 'frames': int(len(ep)),
+        'expert_success': float(np.mean(demos['episode_success'])), 'seed': seed,
         'parameters': n_params, 'training': {k: v for k, v in stats.items() if k != 'log'},
         'head': head,
         'exit_loss': ('flow-matching MSE (Evo-1: t ~ Beta(2, 2), U[-1, 1] noise)' if flow

@@ -63,37 +63,42 @@ def build_demo_package(out: Path, progress=print) -> Path:
 
 
 def run_demo(out_dir: str = 'out/demo', episodes: int = 5, model: str | None = None,
-             duration_s: float = 15.0, robot: str = 'xarm6', progress=print) -> dict:
-    """The trained default model on a simulated robot's touch tasks (episodes, success,
-    video, plots); without models/default, the random-weight runtime demo (said so)."""
+             duration_s: float = 15.0, robot: str = 'xarm6', progress=print,
+             task: str = 'touch') -> dict:
+    """The trained default model on a simulated robot's tabletop task (episodes, success,
+    video, plots); without the task's trained model, the random-weight runtime demo (said
+    so)."""
     from vla_ros.ros.launch_logic import default_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trained = default_model(robot=robot)
+    trained = default_model(robot=robot, task=task)
     if model:
         pkg = Path(model)
     elif (trained / 'manifest.json').is_file():
         pkg = trained
     else:
         return _random_weights_demo(out, duration_s, progress)
-    return run_task_demo(str(pkg), out, episodes, robot, progress=progress)
+    return run_task_demo(str(pkg), out, episodes, robot, progress=progress, task=task)
 
 
 def run_task_demo(pkg: str, out: Path, episodes: int, robot: str = 'xarm6',
-                  params: dict | None = None, progress=print) -> dict:
+                  params: dict | None = None, progress=print, task: str = 'touch') -> dict:
     from vla_ros.ros.evaluation.episodes import run_episodes, write_media
     from vla_ros.runtime.package.loader import read_manifest
 
     m = read_manifest(pkg)
     progress(f'demo: {m.name} ({m.family}/{m.head.type}, exits {list(m.exits.layers)}, '
              f'threshold set {m.exits.default_threshold_set}) serving a simulated {robot} '
-             f'(pybullet kinematics, scene + wrist cameras at 30 Hz) through vla_policy; '
-             f'{episodes} touch-task episodes')
+             f'(pybullet {"kinematics" if task == "touch" else "contact physics"}, scene + '
+             f'wrist cameras at 30 Hz) through vla_policy; {episodes} {task} episodes')
+    pick = task != 'touch'
     report = run_episodes(pkg, robot, episodes, params=params,
-                          record_episodes=min(episodes, 3), progress=progress)
+                          record_episodes=min(episodes, 3), progress=progress, task=task,
+                          timeout_s=30.0 if pick else 12.0, view_rate_hz=5.0 if pick else 0.0)
     media = write_media(report, out)
     report.pop('frames', None)
+    report.pop('captions', None)
     report['model_path'] = str(pkg)
     (out / 'report.json').write_text(json.dumps(report, indent=1) + '\n')
     progress(summary(report))

@@ -24,7 +24,7 @@ SETTLE_S = 0.8
 class _Client:
     """The evaluator's own node: service clients, the sim's status, frames for the video."""
 
-    def __init__(self, executor, record_every: int = 3) -> None:
+    def __init__(self, executor, record_every: int = 3, camera: str = 'scene') -> None:
         from rclpy.node import Node
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
@@ -41,7 +41,9 @@ class _Client:
         self._every = record_every
         self._lock = threading.Lock()
         self.node.create_subscription(String, '/sim_robot/episode_status', self._on_status, 10)
-        self.node.create_subscription(Image, '/camera/scene/image_raw', self._on_image, 10)
+        self.node.create_subscription(Image, f'/camera/{camera}/image_raw', self._on_image, 10)
+        self.captions: list[str] = []
+        self.caption = ''
         executor.add_node(self.node)
 
     def _on_status(self, msg) -> None:
@@ -57,6 +59,8 @@ class _Client:
 
             img, _ = image_to_numpy(msg)
             self.frames.append(np.array(img))
+            with self._lock:
+                self.captions.append(self.caption)
 
     def latest(self) -> dict:
         with self._lock:
@@ -76,18 +80,24 @@ class _Client:
 
 def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: int = 1000,
                  timeout_s: float = 12.0, params: dict | None = None,
-                 record_episodes: int = 0, progress=print) -> dict:
-    """Runs `episodes` episodes (layout seeds seed0, seed0+1, ...) and reports success and the
-    runtime's measurements. `record_episodes`: keep scene-camera frames of the first ones."""
+                 record_episodes: int = 0, progress=print, task: str = 'touch',
+                 view_rate_hz: float = 0.0) -> dict:
+    """Runs `episodes` episodes (layout seeds seed0, seed0+1, ...) of `task` and reports
+    success and the runtime's measurements. `record_episodes`: keep frames of the first ones
+    (the sim's third-person view at `view_rate_hz` where > 0, else the scene camera)."""
     from std_srvs.srv import SetBool, Trigger
 
     from vla_ros.ros.evaluation.node_bench import policy_with_peers, runtime_report
 
     params = dict(params or {})
     results = []
+    peer = {'episode_seed': seed0 - 1, 'task': task}
+    if view_rate_hz > 0:
+        peer['view_rate_hz'] = view_rate_hz
     with policy_with_peers(package, robot, params=params, scene='tabletop',
-                           peer_params={'episode_seed': seed0 - 1}) as (node, m, executor):
-        client = _Client(executor)
+                           peer_params=peer) as (node, m, executor):
+        client = _Client(executor, record_every=1 if view_rate_hz > 0 else 3,
+                         camera='view' if view_rate_hz > 0 else 'scene')
         inferences0 = node.worker.stats.inferences
         node.worker.stats.exit_counts.clear()
         node.worker.latencies_ms.clear()
@@ -100,6 +110,7 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
                 raise RuntimeError(f'new episode failed: {reply.message}')
             ep = json.loads(reply.message)
             client.recording = i < record_episodes
+            client.caption = f'{i + 1}/{episodes}  "{ep["instruction"]}"'
             time.sleep(SETTLE_S)
             client.call(client.reset, Trigger.Request())
             engaged = client.call(client.engage, SetBool.Request(data=True))
@@ -112,6 +123,9 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
                 time.sleep(0.05)
                 status = client.latest()
                 if status.get('seed') == ep['seed'] and status.get('success'):
+                    client.caption = f'{i + 1}/{episodes}  "{ep["instruction"]}"  - success'
+                    if client.recording:
+                        time.sleep(1.0)  # the result stays in view
                     break
                 if time.monotonic() >= next_line:
                     next_line += 1.0
@@ -125,7 +139,8 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
                              f'  touching {status.get("touching") or "-"}')
             ok = bool(status.get('seed') == ep['seed'] and status.get('success'))
             results.append({'seed': ep['seed'], 'instruction': ep['instruction'],
-                            'target': ep['target'], 'success': ok,
+                            'target': ep['target'],
+                            'destination': ep.get('destination', ''), 'success': ok,
                             'time_s': round(time.monotonic() - t0, 2),
                             'touching_at_end': status.get('touching', '')})
             done = sum(r['success'] for r in results)
@@ -143,10 +158,35 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
         report.update(runtime_report(node, m, inferences0))
         report['inference_latencies_ms'] = list(node.worker.latencies_ms)
         report['frames'] = client.frames
+        report['captions'] = client.captions
+        report['frame_s'] = 1.0 / view_rate_hz if view_rate_hz > 0 else 3 / 30  # cameras: 30 Hz
     # The client's node stays on the executor: policy_with_peers destroys every node of it
     # once the spin thread has ended (destroyed while that thread builds its wait set, an
     # entity raises InvalidHandle there).
     return report
+
+
+def write_gif(path: Path, frames: list[np.ndarray], captions: list[str] | None = None,
+              frame_s: float = 0.1) -> Path:
+    """Frames (small model-camera frames are enlarged) with their caption drawn on a band
+    along the bottom."""
+    from PIL import Image, ImageDraw
+
+    imgs = []
+    for k, f in enumerate(frames):
+        img = Image.fromarray(f)
+        if img.width < 320:
+            img = img.resize((img.width * 3, img.height * 3), Image.NEAREST)
+        text = captions[k] if captions and k < len(captions) else ''
+        if text:
+            draw = ImageDraw.Draw(img)
+            draw.rectangle((0, img.height - 22, img.width, img.height), fill=(0, 0, 0))
+            draw.text((6, img.height - 18), text,
+                      fill=(120, 255, 120) if text.endswith('success') else (255, 255, 255))
+        imgs.append(img)
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(frame_s * 1000),
+                 loop=0)
+    return path
 
 
 def _times(values) -> dict:
@@ -162,17 +202,14 @@ def write_media(report: dict, out_dir: str | Path) -> list[Path]:
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     frames = report.get('frames') or []
     if frames:
-        imgs = [Image.fromarray(f).resize((f.shape[1] * 2, f.shape[0] * 2), Image.NEAREST)
-                for f in frames]
         gif = out / 'demo.gif'
-        imgs[0].save(gif, save_all=True, append_images=imgs[1:], duration=100, loop=0)
+        write_gif(gif, frames, report.get('captions'), report.get('frame_s', 0.1))
         paths.append(gif)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     res = report['results']

@@ -1,4 +1,5 @@
-"""`vla-ros eval`: success rate on the simulated touch tasks, per runtime configuration.
+"""`vla-ros eval`: success rate on the simulated tabletop tasks (touch, pick, pick and place),
+per runtime configuration.
 
 Every variant runs the same episodes (the same layout seeds and instructions), each in a fresh
 sim robot process and vla_policy node, so merge strategies, threshold sets, deadlines or an
@@ -54,6 +55,8 @@ def per_task(results: list[dict]) -> dict[str, dict]:
     groups: dict[str, list[bool]] = {}
     for r in results:
         groups.setdefault(f'target={r["target"]}', []).append(r['success'])
+        if r.get('destination'):
+            groups.setdefault(f'destination={r["destination"]}', []).append(r['success'])
         verb = r['instruction'].split(' the ')[0]
         groups.setdefault(f'template={verb}', []).append(r['success'])
     return {k: {'episodes': len(v), 'success_rate': float(np.mean(v))}
@@ -61,21 +64,25 @@ def per_task(results: list[dict]) -> dict[str, dict]:
 
 
 def evaluate(model: str | None, robot: str, episodes: int, seed0: int, timeout_s: float,
-             base: dict, variants: list[tuple[str, dict]], progress=print) -> dict:
+             base: dict, variants: list[tuple[str, dict]], progress=print,
+             task: str = 'touch') -> dict:
     from vla_ros.ros.evaluation.episodes import run_episodes
     from vla_ros.ros.launch_logic import default_model
 
-    pkg = model or str(default_model(robot=robot))
+    pkg = model or str(default_model(robot=robot, task=task))
     if not (Path(pkg) / 'manifest.json').is_file():
         raise FileNotFoundError(f'no model package at {pkg} (see models/README.md)')
-    report: dict = {'model_path': pkg, 'robot': robot, 'episodes_per_variant': episodes,
+    report: dict = {'model_path': pkg, 'robot': robot, 'task': task,
+                    'episodes_per_variant': episodes,
                     'seed0': seed0, 'base_params': base, 'variants': {}}
     for label, params in variants:
         merged = {**base, **params}
         progress(f'eval: variant {label} {merged or "(defaults)"}: {episodes} episodes')
         t0 = time.monotonic()
-        r = run_episodes(pkg, robot, episodes, seed0, timeout_s, merged, progress=progress)
+        r = run_episodes(pkg, robot, episodes, seed0, timeout_s, merged, progress=progress,
+                         task=task)
         r.pop('frames', None)
+        r.pop('captions', None)
         r.pop('inference_latencies_ms', None)
         r['per_task'] = per_task(r['results'])
         r['wall_s'] = round(time.monotonic() - t0, 1)
