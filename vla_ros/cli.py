@@ -274,6 +274,8 @@ def _make_default_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--task', choices=('touch', 'pick', 'pick_place'), default='touch',
                    help='touch tasks (kinematic scene), or picking / pick and place in the '
                    'physics tabletop (the model then commands the gripper too)')
+    p.add_argument('--resume', action='store_true', help='train on from the work folder\'s '
+                   'last run (its checkpoint) for --minutes more')
 
 
 @command('make-default', 'collect demonstrations, train, export and calibrate the default '
@@ -282,7 +284,7 @@ def _make_default(args: argparse.Namespace) -> int:
     from vla_ros.sim.train import make_default
 
     make_default(args.out, args.work, args.robot, args.episodes, args.minutes, args.max_steps,
-                 args.seed, head=args.head, task=args.task)
+                 args.seed, head=args.head, task=args.task, resume=args.resume)
     return 0
 
 

@@ -25,7 +25,7 @@ from vla_ros.sim.expert import start_pose
 from vla_ros.sim.pick_scene import BLOCK_HALF, BOWL_FLOOR_M, PickEpisode, PickPlaceScene
 from vla_ros.sim.scene import COLORS
 
-APPROACH_M = 0.10  # above the block's centre... plus its half height
+APPROACH_M = 0.10  # the approach pose: the tip this far above the block's centre
 CARRY_Z_M = 0.17  # tip height while carrying
 GRASP_Z_M = BLOCK_HALF + 0.002  # tip height at the grasp: the block's centre
 OVER_M = 0.012  # tip within this of the block's centre (xy) before descending
@@ -58,7 +58,7 @@ class PickExpert:
             dest, place_z = src.copy(), CARRY_Z_M
         self.src_xy, self.dest_xy = src[:2].copy(), dest[:2].copy()
         self.place_z = place_z
-        above = np.array([src[0], src[1], BLOCK_HALF + APPROACH_M])
+        above = np.array([src[0], src[1], src[2] + APPROACH_M])
         q_pre = s.ik(above)
         q_grasp = s.ik(np.array([src[0], src[1], GRASP_Z_M]), seed=q_pre)
         q_lift = s.ik(np.array([src[0], src[1], CARRY_Z_M]), seed=q_grasp)

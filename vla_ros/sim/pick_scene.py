@@ -217,8 +217,8 @@ class PickPlaceScene(TabletopScene):
     def reset(self, seed: int, target: str | None = None,  # type: ignore[override]
               destination: str | None = None) -> PickEpisode:
         p, c = self.p, self.client
-        self.episode = ep = sample_pick_episode(seed, self.task, target, destination,
-                                                self.cfg.workspace)
+        self.episode = ep = sample_pick_episode(
+            seed, self.task, target, destination, self.cfg.pick_workspace or self.cfg.workspace)
         for name, body in self._blocks.items():
             p.resetBasePositionAndOrientation(body, ep.blocks[name].tolist(), (0, 0, 0, 1),
                                               physicsClientId=c)

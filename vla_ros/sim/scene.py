@@ -46,6 +46,8 @@ class SceneRobot:
     base_position: tuple[float, float, float] = (0.0, 0.0, 0.0)
     base_orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
     workspace: tuple[tuple[float, float], tuple[float, float]] = WORKSPACE  # block centres
+    # ... for the pick tasks, where it differs (None: `workspace`)
+    pick_workspace: tuple[tuple[float, float], tuple[float, float]] | None = None
 
 
 SCENE_ROBOTS = {
@@ -53,7 +55,10 @@ SCENE_ROBOTS = {
                         (0.0, -0.527, -0.403, 0.0, 0.929, 0.0)),
     'franka': SceneRobot('franka_panda/panda.urdf', 'panda_hand', 0.1,
                          (0.0, -0.3, 0.0, -2.3, 0.0, 2.0, 0.785), radius=0.045,
-                         dart_noise=0.01),
+                         dart_noise=0.01,
+                         # within the FR3's limits (joint 4 <= -0.15 rad) the tool cannot
+                         # point down closer than about 0.3 m in front of the base
+                         pick_workspace=((0.30, 0.52), (-0.2, 0.2))),
 }
 
 
@@ -172,6 +177,15 @@ class TabletopScene:
                 self.lower.append(info[8])
                 self.upper.append(info[9])
         self.ee = links[self.cfg.ee_link]
+        # The robot's own joint limits where they are tighter than the URDF's (FR3 against
+        # the Panda URDF): IK never plans what the safety filter would refuse.
+        from vla_ros.adapters.robots import robot_spec
+
+        spec = robot_spec(robot)
+        names = self.cfg.spec_joints or spec.joint_names[:len(self.joints)]
+        for k, name in enumerate(names):
+            self.lower[k] = max(self.lower[k], spec.joint(name).lower)
+            self.upper[k] = min(self.upper[k], spec.joint(name).upper)
         self.home = np.array(self.cfg.home)
         self.set_joints(self.home)
         self._chain = self._chain_links()

@@ -270,9 +270,13 @@ def evaluate_loss(model, data: Prepared, idx: np.ndarray) -> dict[str, float]:
 def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-build',
                  robot: str = 'xarm6', episodes: int = 1200, minutes: float = 25.0,
                  max_steps: int = 20000, seed: int = 0, progress=print,
-                 head: str = 'mlp_regression', task: str = 'touch') -> Path:
+                 head: str = 'mlp_regression', task: str = 'touch',
+                 resume: bool = False) -> Path:
     """`task`: 'touch' (the touch tasks), 'pick' or 'pick_place' (the physics tabletop,
-    vla_ros/sim/pick_scene.py: the actions and state then carry the gripper too)."""
+    vla_ros/sim/pick_scene.py: the actions and state then carry the gripper too).
+    `resume`: start from the weights of the work folder's last run (its checkpoint, same
+    task and data) and train `minutes` more, every exit from the start, at half the learning
+    rate; the provenance adds up both runs."""
     import torch
 
     from vla_ros.export.exporter import ExportSpec, export_package
@@ -318,6 +322,18 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
     tok = word_tokenizer(pick_words() if pick else task_words(), cfg.lm.vocab_size)
     torch.manual_seed(seed)
     model = VLA(cfg)
+    before: dict = {}
+    if resume:
+        from vla_ros.export.checkpoint import load_checkpoint
+
+        if not (work / 'checkpoint').is_dir() or not (work / 'train-stats.json').is_file():
+            raise FileNotFoundError(f'--resume: no finished run in {work} (its checkpoint '
+                                    'and train-stats.json)')
+        model = load_checkpoint(work / 'checkpoint')[0]
+        if model.cfg.to_dict() != cfg.to_dict():
+            raise ValueError(f'--resume: the checkpoint in {work} is another model '
+                             f'({model.cfg.family}/{model.cfg.head.type}) than this run asks')
+        before = json.loads((work / 'train-stats.json').read_text())
     init_pkg = work / 'init-package'
     shutil.rmtree(init_pkg, ignore_errors=True)
     export_package(model.eval(), init_pkg, spec, tok, verify=False, progress=lambda _: None)
@@ -331,11 +347,18 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
              f'{n_params / 1e6:.2f} M parameters, up to {minutes:g} min')
     check = None if pick else ChoiceCheck(robot, demos, data, np.unique(ep[val_idx]), seed)
     stats = train(model, data, train_idx, val_idx, minutes=minutes, max_steps=max_steps,
-                  seed=seed, progress=progress,
+                  seed=seed + (1 if resume else 0), progress=progress,
+                  lr=5e-4 if resume else 1e-3, last_only=0.0 if resume else 0.6,
                   on_eval=None if check is None else
                   lambda step: {'choice per exit': check(model)})
     if check is not None:
         stats['first_frame_choice_per_exit'] = check(model)
+    if before:
+        stats['resumed_from'] = {k: before[k] for k in ('steps', 'seconds', 'resumed_from')
+                                 if k in before}
+        stats['total_steps'] = stats['steps'] + before.get('total_steps', before['steps'])
+        stats['total_seconds'] = round(stats['seconds'] + before.get('total_seconds',
+                                                                     before['seconds']), 1)
     spec = replace(spec, provenance={
         'made_by': 'vla-ros make-default ' + ' '.join(sys.argv[2:]) if len(sys.argv) > 2
         else 'vla-ros make-default',
@@ -345,7 +368,8 @@ def make_default(out_dir: str = 'models/default', work_dir: str = 'out/default-b
         'head': head,
         'exit_loss': ('flow-matching MSE (Evo-1: t ~ Beta(2, 2), U[-1, 1] noise)' if flow
                       else 'L1') + ' at the deepest exit for the first 60% of the time, then '
-                     'the mean over every exit (A1 all-exit training)',
+                     'the mean over every exit (A1 all-exit training)'
+                     + ('; resumed: every exit at half the learning rate' if resume else ''),
         'training_probes': 'visual token position, block positions from the visual tokens, '
                            'block and named-block positions from the '
                            + ('mean of all tokens' if flow else 'action tokens')
