@@ -23,6 +23,31 @@ def pick_package(tmp_path_factory):
                         minutes=30.0, max_steps=2, progress=lambda _: None, task='pick_place')
 
 
+def test_resume_trains_on_from_the_last_run_and_adds_up_both(pick_package, tmp_path):
+    import torch
+
+    from vla_ros.export.checkpoint import load_checkpoint
+    from vla_ros.runtime.package.loader import load_package
+    from vla_ros.sim.train import make_default
+
+    work = Path(pick_package).parent / 'work'
+    first = load_checkpoint(work / 'checkpoint')[0]
+    out = make_default(str(tmp_path / 'pkg'), str(work), robot='ur5e', episodes=2,
+                       minutes=30.0, max_steps=1, progress=lambda _: None, task='pick_place',
+                       resume=True)
+    training = load_package(out).manifest.provenance['training']
+    assert training['steps'] == 1 and training['resumed_from']['steps'] == 2
+    assert training['total_steps'] == 3
+    # it started from the first run's weights: one step moved them only a little
+    second = load_checkpoint(work / 'checkpoint')[0]
+    a = torch.cat([p.flatten() for p in first.parameters()])
+    b = torch.cat([p.flatten() for p in second.parameters()])
+    assert 0 < (a - b).abs().max() < 0.01
+    with pytest.raises(FileNotFoundError, match='no finished run'):
+        make_default(str(tmp_path / 'x'), str(tmp_path / 'empty'), robot='ur5e', episodes=2,
+                     max_steps=1, progress=lambda _: None, task='pick_place', resume=True)
+
+
 def test_make_default_for_pick_and_place_adds_the_gripper_and_records_the_task(pick_package):
     from vla_ros.adapters.adapter import RobotAdapter
     from vla_ros.adapters.robots import robot_spec

@@ -152,3 +152,24 @@ def test_collect_records_the_gripper_in_state_and_actions():
         assert d['actions'][rows, 0, -1].max() == 1.0
         assert d['state'][rows, -1].max() > 0.3
     assert d['dest_xy'].shape == (n, 2)
+
+
+def test_each_robot_draws_layouts_it_can_reach_and_a_too_small_workspace_is_refused():
+    from vla_ros.sim.scene import sample_layout
+
+    fr3 = PickPlaceScene('fr3', (16, 16), 'pick_place')
+    try:
+        for seed in range(5):
+            ep = fr3.reset(seed)
+            for c in COLORS:  # within the FR3's limits, the tool can point down over each
+                top = ep.blocks[c] + [0, 0, 0.1]
+                assert np.linalg.norm(fr3.tip(fr3.ik(top)) - top) < 0.005
+            q = fr3.ik(ep.blocks[ep.target] + [0, 0, 0.1])
+            assert (q >= np.array(fr3.lower) - 1e-9).all() and (q <= np.array(fr3.upper)
+                                                                + 1e-9).all()
+        assert fr3.upper[3] == pytest.approx(-0.1518)  # the FR3's joint 4, not the Panda's
+    finally:
+        fr3.close()
+    with pytest.raises(ValueError, match='no layout of 4 objects fits'):
+        sample_layout(np.random.default_rng(0), 4, ((0.3, 0.35), (0.0, 0.05)),
+                      lambda d: bool(d.min() >= 0.1))

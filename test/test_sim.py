@@ -209,3 +209,24 @@ def test_sim_robot_scene_serves_episodes_cameras_and_success_over_ros():
         assert wait_for(succeeded, 8)
     finally:
         ros.close()
+
+
+@pytest.mark.parametrize('robot', ['ur5e', 'agibot_g1'])
+def test_ur5e_and_g1_scenes_draw_reachable_layouts_and_the_expert_touches(robot):
+    s = TabletopScene(robot, (16, 16))
+    try:
+        (x0, x1), (y0, y1) = s.cfg.workspace
+        for seed in range(3):
+            ep = s.reset(seed)
+            for centre in ep.blocks.values():
+                assert x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1
+            expert = TouchExpert(s)
+            expert.plan(ep)
+            q = s.home.copy()
+            for _ in range(60):
+                q = expert.chunk(q)[0]
+                if s.success(q):
+                    break
+            assert s.success(q), f'{robot}: expert failed seed {seed}'
+    finally:
+        s.close()
