@@ -125,3 +125,12 @@ def test_a_gif_of_small_camera_frames_is_enlarged_and_captioned(tmp_path):
     first = np.asarray(gif.convert('RGB'))
     assert first[-10:].max() > 200  # the caption's white text on the black band
     assert first[:200].max() == 0
+
+
+def test_a_pick_demo_without_a_pick_model_is_a_clear_error(tmp_path, capsys):
+    from vla_ros.cli import main
+
+    assert main(['demo', '--task', 'pick_place', '--robot', 'fr3', '--out',
+                 str(tmp_path / 'demo')]) == 2
+    err = capsys.readouterr().err
+    assert 'no pick_place model for the fr3' in err and 'make-default --task pick_place' in err

@@ -203,7 +203,12 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from vla_ros.ros.evaluation.demo import run_demo
 
-    run_demo(args.out, args.episodes, args.model, args.duration_s, args.robot, task=args.task)
+    try:
+        run_demo(args.out, args.episodes, args.model, args.duration_s, args.robot,
+                 task=args.task)
+    except FileNotFoundError as e:
+        print(f'vla-ros demo: {e}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -111,14 +111,18 @@ class SimRobotNode(Node):
         with the program stopped, commands are ignored and the arm holds."""
         self.declare_parameter('speed_scaling', 1.0)
         self.declare_parameter('program_running', True)
-        self.program_running = True
+        scaling = float(self.get_parameter('speed_scaling').value)
+        if not 0.0 <= scaling <= 1.0:
+            raise ValueError(f'speed_scaling {scaling} must be in [0, 1]')
+        self.arm.speed_scaling = scaling
+        self.program_running = bool(self.get_parameter('program_running').value)
         self.scaling_pub = self.program_pub = None
         if spec.speed_scaling_topic:
             self.scaling_pub = self.create_publisher(Float64, spec.speed_scaling_topic, 10)
         if spec.program_running_topic:
             latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
             self.program_pub = self.create_publisher(Bool, spec.program_running_topic, latched)
-            self.program_pub.publish(Bool(data=True))
+            self.program_pub.publish(Bool(data=self.program_running))
         self.add_on_set_parameters_callback(self._on_ur_params)
 
     def _on_ur_params(self, params) -> SetParametersResult:

@@ -77,6 +77,10 @@ def run_demo(out_dir: str = 'out/demo', episodes: int = 5, model: str | None = N
         pkg = Path(model)
     elif (trained / 'manifest.json').is_file():
         pkg = trained
+    elif task != 'touch':
+        raise FileNotFoundError(
+            f'no {task} model for the {robot} at {trained}: make one with `vla-ros '
+            f'make-default --task {task} --robot {robot} --out {trained}` or pass --model')
     else:
         return _random_weights_demo(out, duration_s, progress)
     return run_task_demo(str(pkg), out, episodes, robot, progress=progress, task=task)

@@ -123,9 +123,6 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
                 time.sleep(0.05)
                 status = client.latest()
                 if status.get('seed') == ep['seed'] and status.get('success'):
-                    client.caption = f'{i + 1}/{episodes}  "{ep["instruction"]}"  - success'
-                    if client.recording:
-                        time.sleep(1.0)  # the result stays in view
                     break
                 if time.monotonic() >= next_line:
                     next_line += 1.0
@@ -137,11 +134,15 @@ def run_episodes(package: str, robot: str = 'xarm6', episodes: int = 10, seed0: 
                              f'latency {np.median(lat) if lat else 0:4.0f} ms  exit '
                              f'{w.stats.last_exit_layer}  safety {cmd.state if cmd else "-"}'
                              f'  touching {status.get("touching") or "-"}')
+            elapsed = time.monotonic() - t0
             ok = bool(status.get('seed') == ep['seed'] and status.get('success'))
+            if ok and client.recording:  # the result stays in view a moment
+                client.caption = f'{i + 1}/{episodes}  "{ep["instruction"]}"  - success'
+                time.sleep(1.0)
             results.append({'seed': ep['seed'], 'instruction': ep['instruction'],
                             'target': ep['target'],
                             'destination': ep.get('destination', ''), 'success': ok,
-                            'time_s': round(time.monotonic() - t0, 2),
+                            'time_s': round(elapsed, 2),
                             'touching_at_end': status.get('touching', '')})
             done = sum(r['success'] for r in results)
             progress(f'episode {i + 1}/{episodes}: {"SUCCESS" if ok else "failure"} '
