@@ -223,9 +223,8 @@ class PickPlaceScene(TabletopScene):
             p.resetBasePositionAndOrientation(body, ep.blocks[name].tolist(), (0, 0, 0, 1),
                                               physicsClientId=c)
             p.resetBaseVelocity(body, (0, 0, 0), (0, 0, 0), physicsClientId=c)
-        p.resetBasePositionAndOrientation(self.bowl, (*ep.bowl[:2], ep.bowl[2] + BOWL_FLOOR_M / 2),
-                                          (0, 0, 0, 1),
-                                          physicsClientId=c)
+        bowl_at = (*ep.bowl[:2], ep.bowl[2] + BOWL_FLOOR_M / 2)
+        p.resetBasePositionAndOrientation(self.bowl, bowl_at, (0, 0, 0, 1), physicsClientId=c)
         self.q = self.home.copy()
         self.closure_target = 0.0
         for link in (0, 1):
