@@ -93,6 +93,20 @@ def block_positions(seed0: int, episode: np.ndarray) -> tuple[np.ndarray, np.nda
             np.array([[ep.blocks[c][:2] for c in COLORS] for ep in eps]))
 
 
+def record_frame(rec: dict[str, list], imgs: dict, state: np.ndarray, chunk: np.ndarray,
+                 ep, e: int) -> None:
+    """One step of a demonstration: the cameras, the state, the expert's chunk, the words,
+    the episode, and where the named block and every block are."""
+    rec['scene'].append(imgs['scene'])
+    rec['wrist'].append(imgs['wrist'])
+    rec['state'].append(state)
+    rec['actions'].append(chunk)
+    rec['instruction'].append(ep.instruction)
+    rec['episode'].append(e)
+    rec['target_xy'].append(ep.blocks[ep.target][:2])
+    rec['blocks_xy'].append([ep.blocks[c][:2] for c in COLORS])
+
+
 def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float | None = None,
             noise_fraction: float = 0.5, random_start: float = 0.7, max_steps: int = 50,
             hold_steps: int = 3,
@@ -118,16 +132,8 @@ def collect(robot: str, episodes: int, seed0: int = 0, noise_std: float | None =
         noisy = rng.random() < noise_fraction
         held = 0
         for _ in range(max_steps):
-            imgs = scene.render(q)
             chunk = expert.chunk(q)
-            rec['scene'].append(imgs['scene'])
-            rec['wrist'].append(imgs['wrist'])
-            rec['state'].append(q.copy())
-            rec['actions'].append(chunk)
-            rec['instruction'].append(ep.instruction)
-            rec['episode'].append(e)
-            rec['target_xy'].append(ep.blocks[ep.target][:2])
-            rec['blocks_xy'].append([ep.blocks[c][:2] for c in COLORS])
+            record_frame(rec, scene.render(q), q.copy(), chunk, ep, e)
             q = chunk[0] + (rng.normal(0, noise_std, len(q)) if noisy else 0.0)
             if scene.success(q):
                 held += 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vla_ros.sim.expert import start_pose
+from vla_ros.sim.expert import record_frame, start_pose
 from vla_ros.sim.pick_scene import BLOCK_HALF, BOWL_FLOOR_M, PickEpisode, PickPlaceScene
 from vla_ros.sim.scene import COLORS
 
@@ -174,16 +174,8 @@ def collect_pick(robot: str, episodes: int, task: str = 'pick_place', seed0: int
             noisy = rng.random() < noise_fraction
             held = 0
             for _ in range(max_steps):
-                imgs = scene.render(q)
                 chunk = expert.chunk(q)
-                rec['scene'].append(imgs['scene'])
-                rec['wrist'].append(imgs['wrist'])
-                rec['state'].append(np.append(q, scene.closure()))
-                rec['actions'].append(chunk)
-                rec['instruction'].append(ep.instruction)
-                rec['episode'].append(e)
-                rec['target_xy'].append(ep.blocks[ep.target][:2])
-                rec['blocks_xy'].append([ep.blocks[c][:2] for c in COLORS])
+                record_frame(rec, scene.render(q), np.append(q, scene.closure()), chunk, ep, e)
                 rec['dest_xy'].append(expert.dest_xy)
                 q = chunk[0, :-1] + (rng.normal(0, noise_std, len(q)) if noisy else 0.0)
                 scene.step(q, float(chunk[0, -1]), dt_s)
