@@ -184,6 +184,12 @@ class PickPlaceScene(TabletopScene):
         palm_v = p.createVisualShape(p.GEOM_BOX, halfExtents=palm_half,
                                      visualFramePosition=(0, 0, palm_z),
                                      rgbaColor=(0.25, 0.25, 0.28, 1), physicsClientId=c)
+        # The gripper's body between the flange and the palm, drawn in `view()` only (the
+        # model cameras see the scene the shipped models were trained on).
+        self._body_half = max((palm_z - palm_half[2]) / 2, 0.001)
+        body_v = p.createVisualShape(p.GEOM_BOX, halfExtents=(0.03, 0.03, self._body_half),
+                                     rgbaColor=(0.3, 0.3, 0.33, 1), physicsClientId=c)
+        self._body = p.createMultiBody(0, -1, body_v, (0, 0, -5), physicsClientId=c)
         fcol = p.createCollisionShape(p.GEOM_BOX, halfExtents=FINGER_HALF, physicsClientId=c)
         fvis = p.createVisualShape(p.GEOM_BOX, halfExtents=FINGER_HALF,
                                    rgbaColor=(0.85, 0.85, 0.88, 1), physicsClientId=c)
@@ -345,8 +351,14 @@ class PickPlaceScene(TabletopScene):
         self.set_joints(self.q)
         self._place_capsules()
         w, h = size
-        view = p.computeViewMatrix((0.95, -0.55, 0.6), (0.3, 0.0, 0.05), (0, 0, 1))
+        pos, orn = p.getBasePositionAndOrientation(self.gripper, physicsClientId=self.client)
+        axis = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 2]
+        p.resetBasePositionAndOrientation(self._body, np.array(pos) + axis * self._body_half,
+                                          orn, physicsClientId=self.client)
+        view = p.computeViewMatrix((1.05, -0.7, 0.75), (0.22, 0.0, 0.12), (0, 0, 1))
         proj = p.computeProjectionMatrixFOV(45, w / h, 0.05, 4.0)
         img = p.getCameraImage(w, h, view, proj, renderer=p.ER_TINY_RENDERER, shadow=1,
                                lightDirection=(0.4, -0.6, 1.0), physicsClientId=self.client)[2]
+        p.resetBasePositionAndOrientation(self._body, (0, 0, -5), (0, 0, 0, 1),
+                                          physicsClientId=self.client)
         return np.ascontiguousarray(np.asarray(img, np.uint8).reshape(h, w, 4)[:, :, :3])
