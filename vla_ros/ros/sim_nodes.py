@@ -221,7 +221,7 @@ class SimRobotNode(Node):
     def _on_status(self) -> None:
         q, _ = self.arm.state()
         with self._scene_lock:
-            ep = self.scene.scene.episode
+            ep = self.scene.episode
             st = self.scene.status(q)
             elapsed = time.monotonic() - self._episode_t0
             if st['success'] and self._first_success is None:

@@ -25,7 +25,7 @@ REACHED_CLOSURE = 0.01  # fingers this close to the goal (fraction closed) are t
 class SceneDriver:
     def __init__(self, spec: RobotSpec, task: str, image_size: tuple[int, int],
                  stroke_s: float) -> None:
-        from vla_ros.sim.scene import SCENE_OF, SCENE_ROBOTS
+        from vla_ros.sim.scene import SCENE_OF, SCENE_ROBOTS, scene_joint_names
 
         if task not in SCENE_TASKS:
             raise ValueError(f'unknown task {task!r}; one of {SCENE_TASKS}')
@@ -33,8 +33,8 @@ class SceneDriver:
             raise ValueError(f'no tabletop scene for robot {spec.name!r}; one of '
                              f'{sorted(SCENE_OF)}')
         cfg = SCENE_ROBOTS[SCENE_OF[spec.name]]
-        names = cfg.spec_joints or spec.joint_names[:len(cfg.home)]
-        self.index = np.array([spec.joint_names.index(n) for n in names])
+        self.index = np.array([spec.joint_names.index(n)
+                               for n in scene_joint_names(spec.name)])
         self.task = task
         self.physics = task in PICK_TASKS
         if self.physics:
@@ -61,8 +61,10 @@ class SceneDriver:
     def reset(self, seed: int) -> dict:
         return self.scene.reset(seed).describe()
 
-    def instruction(self) -> str:
-        return self.scene.episode.instruction
+    @property
+    def episode(self):
+        """The scene's current episode (an Episode or a PickEpisode)."""
+        return self.scene.episode
 
     def step(self, arm: SimArm, grippers: dict[str, SimGripper], dt: float) -> None:
         """Physics: the fingers toward the gripper's command, the arm where it is now; then

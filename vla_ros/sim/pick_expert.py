@@ -72,11 +72,11 @@ class PickExpert:
                       'release': q_place, 'retreat': q_carry, 'done': q_carry}
         self.episode = episode
 
-    def phase(self, q: np.ndarray) -> str:
+    def phase(self, q: np.ndarray, st: dict | None = None) -> str:
         """The phase the world is in now (re-planned where the block is no longer where the
-        plan found it: dropped or pushed)."""
+        plan found it: dropped or pushed). `st`: the scene's status now, where already read."""
         s, ep = self.scene, self.episode
-        st = s.status()
+        st = s.status() if st is None else st
         if not st['held'] and not st['placed'] and \
                 np.linalg.norm(np.array(st['target_at'][:2]) - self.src_xy) > 0.01:
             self.plan(ep)
@@ -111,9 +111,10 @@ class PickExpert:
 
     def chunk(self, q: np.ndarray) -> np.ndarray:
         """(horizon, J + 1): joint targets and the gripper command, rolled forward."""
-        phase = self.phase(np.asarray(q, float))
+        st = self.scene.status()
+        phase = self.phase(np.asarray(q, float), st)
         cur, out, wait = np.asarray(q, float), [], 0
-        lost = phase == 'release' and not self.scene.status()['held']
+        lost = phase == 'release' and not st['held']
         for _ in range(self.horizon):
             cmd = 1.0 if phase in ('close', 'lift', 'carry', 'lower') else 0.0
             if phase == 'release' and lost:  # open where it is, then approach again

@@ -83,6 +83,14 @@ SCENE_OF = {'xarm6': 'xarm6', 'fr3': 'franka', 'panda': 'franka', 'fer': 'franka
             'ur5e': 'ur5e', 'agibot_g1': 'agibot_g1'}
 
 
+def scene_joint_names(robot: str) -> tuple[str, ...]:
+    """The robot's joints the scene's URDF moves, in the URDF's order."""
+    from vla_ros.adapters.robots import robot_spec
+
+    cfg = SCENE_ROBOTS[SCENE_OF[robot]]
+    return cfg.spec_joints or robot_spec(robot).joint_names[:len(cfg.home)]
+
+
 def task_words() -> list[str]:
     words: list[str] = []
     for t in TEMPLATES:
@@ -182,8 +190,7 @@ class TabletopScene:
         from vla_ros.adapters.robots import robot_spec
 
         spec = robot_spec(robot)
-        names = self.cfg.spec_joints or spec.joint_names[:len(self.joints)]
-        for k, name in enumerate(names):
+        for k, name in enumerate(scene_joint_names(robot)):
             self.lower[k] = max(self.lower[k], spec.joint(name).lower)
             self.upper[k] = min(self.upper[k], spec.joint(name).upper)
         self.home = np.array(self.cfg.home)

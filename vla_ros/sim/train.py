@@ -27,7 +27,7 @@ import numpy as np
 
 from vla_ros.sim.choice import ChoiceCheck
 from vla_ros.sim.pick_scene import PICK_TASKS, pick_words
-from vla_ros.sim.scene import SCENE_OF, SCENE_ROBOTS, task_words
+from vla_ros.sim.scene import SCENE_OF, SCENE_ROBOTS, scene_joint_names, task_words
 
 DATA_VERSION = 3  # bump when collection changes, so cached demonstrations are not reused
 PICK_DATA_VERSION = 1  # the same, for the pick tasks
@@ -74,8 +74,7 @@ def task_names(robot: str, task: str = 'touch') -> tuple[str, ...]:
     spec = robot_spec(robot)
     if task == 'touch':
         return spec.joint_names
-    cfg = SCENE_ROBOTS[SCENE_OF[robot]]
-    return (cfg.spec_joints or spec.joint_names[:len(cfg.home)]) + (cfg.gripper,)
+    return scene_joint_names(robot) + (SCENE_ROBOTS[SCENE_OF[robot]].gripper,)
 
 
 def _bounds(x: np.ndarray, pad: float = 0.05):
